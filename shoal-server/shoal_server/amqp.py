@@ -1,0 +1,158 @@
+"""AMQP settings, TLS context and connection parameters shared by server and agent.
+
+This file is the single source; ``shoal_agent/amqp.py`` is a symlink to it. It may import
+only the standard library, pika and ``inifile`` (also shared).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import ssl
+from typing import List, Tuple
+
+import pika
+import pika.credentials
+
+from .inifile import ConfigError, setting, to_int, to_list, to_path
+
+# The exchange exactly as 2014-2024 Shoal agents and servers declare it: a mismatch in any
+# flag makes RabbitMQ close the channel with PRECONDITION_FAILED.
+EXCHANGE_TYPE = "topic"
+EXCHANGE_DURABLE = False
+EXCHANGE_AUTO_DELETE = False
+ROUTING_KEY = "info"
+CONTENT_TYPE = "application/json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RabbitSettings:
+    """The ``[rabbitmq]`` section, the same keys for server and agent."""
+
+    amqp_server_url: str = "localhost"
+    amqp_port: int = setting(5672, to_int(1, 65535))
+    amqp_servers: Tuple[str, ...] = setting((), to_list)
+    amqp_virtual_host: str = "/"
+    amqp_exchange: str = "shoal"
+    use_ssl: bool = False
+    amqp_ca_cert: str = setting("", to_path)
+    amqp_client_cert: str = setting("", to_path)
+    amqp_client_key: str = setting("", to_path)
+    use_credentials: bool = False
+    amqp_username: str = "guest"
+    amqp_password: str = "guest"
+    heartbeat: int = setting(30, to_int(0, 3600))
+    connect_timeout: float = 10.0
+
+    def brokers(self) -> List[Tuple[str, int]]:
+        """Return the brokers to try in order: ``amqp_servers`` if set, else the single URL."""
+        if not self.amqp_servers:
+            return [(_strip_scheme(self.amqp_server_url), self.amqp_port)]
+        return [parse_hostport(item, self.amqp_port) for item in self.amqp_servers]
+
+    def uses_external_auth(self) -> bool:
+        """TLS without ``use_credentials`` authenticates with the certificate (SASL EXTERNAL)."""
+        return self.use_ssl and not self.use_credentials
+
+
+def _strip_scheme(url: str) -> str:
+    for scheme in ("amqps://", "amqp://"):
+        if url.startswith(scheme):
+            return url[len(scheme):].split("/", 1)[0].split(":", 1)[0]
+    return url
+
+
+def parse_hostport(item: str, default_port: int) -> Tuple[str, int]:
+    """Split ``host``, ``host:port`` or ``[v6]:port`` into a pair; raise ValueError if malformed."""
+    item = _strip_scheme(item.strip()) if "://" not in item else item.split("://", 1)[1].split("/", 1)[0]
+    if item.startswith("["):
+        host, _, rest = item[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif item.count(":") == 1:
+        host, port_text = item.split(":")
+    else:
+        host, port_text = item, ""
+    if not host:
+        raise ValueError(f"{item!r} has no host")
+    port = int(port_text) if port_text else default_port
+    if not 0 < port < 65536:
+        raise ValueError(f"{item!r} has an invalid port")
+    return host, port
+
+
+def check_settings(settings: RabbitSettings, path: str) -> None:
+    """Fail at startup, naming the key, when TLS is on and a certificate file is unusable."""
+    for key, name in (("amqp_servers", s) for s in settings.amqp_servers):
+        try:
+            parse_hostport(name, settings.amqp_port)
+        except ValueError as err:
+            raise ConfigError(path, "rabbitmq", key, str(err)) from None
+    if not settings.use_ssl:
+        return
+    needed = ["amqp_ca_cert"]
+    if settings.uses_external_auth() or settings.amqp_client_cert or settings.amqp_client_key:
+        needed += ["amqp_client_cert", "amqp_client_key"]
+    for key in needed:
+        value = getattr(settings, key)
+        if not value:
+            raise ConfigError(path, "rabbitmq", key, "must be set when use_ssl = true")
+        if not os.access(value, os.R_OK) or not os.path.isfile(value):
+            raise ConfigError(path, "rabbitmq", key, f"{value} is missing or unreadable")
+
+
+def make_ssl_context(ca_cert: str, client_cert: str = "", client_key: str = "") -> ssl.SSLContext:
+    """Return a TLS >= 1.2 client context that verifies the broker and presents our certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_cert)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key or None)
+    return context
+
+
+def connection_params(settings: RabbitSettings, host: str, port: int) -> pika.ConnectionParameters:
+    """Build pika parameters for one broker; TLS and EXTERNAL auth follow ``settings``."""
+    credentials: pika.credentials.VALID_TYPES
+    if settings.uses_external_auth():
+        credentials = pika.credentials.ExternalCredentials()
+    else:
+        credentials = pika.PlainCredentials(settings.amqp_username, settings.amqp_password)
+    ssl_options = None
+    if settings.use_ssl:
+        context = make_ssl_context(settings.amqp_ca_cert, settings.amqp_client_cert, settings.amqp_client_key)
+        ssl_options = pika.SSLOptions(context, server_hostname=host)
+    return pika.ConnectionParameters(
+        host=host,
+        port=port,
+        virtual_host=settings.amqp_virtual_host,
+        credentials=credentials,
+        ssl_options=ssl_options,
+        heartbeat=settings.heartbeat,
+        blocked_connection_timeout=settings.connect_timeout * 3,
+        socket_timeout=settings.connect_timeout,
+        stack_timeout=settings.connect_timeout * 2,
+        connection_attempts=1,
+    )
+
+
+def declare_exchange(channel: "pika.adapters.blocking_connection.BlockingChannel", name: str) -> None:
+    """Declare the Shoal exchange with the flags every Shoal release uses."""
+    channel.exchange_declare(exchange=name, exchange_type=EXCHANGE_TYPE,
+                             durable=EXCHANGE_DURABLE, auto_delete=EXCHANGE_AUTO_DELETE)
+
+
+def authenticated_user(settings: RabbitSettings) -> str:
+    """Return the user name the broker will see: the certificate CN under EXTERNAL, else the login."""
+    if settings.uses_external_auth():
+        return certificate_cn(settings.amqp_client_cert)
+    return settings.amqp_username
+
+
+def certificate_cn(cert_path: str) -> str:
+    """Read the subject CN of a PEM certificate with the standard library only."""
+    decoded = ssl._ssl._test_decode_cert(cert_path)  # type: ignore[attr-defined]
+    for rdn in decoded.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    raise ValueError(f"{cert_path} has no subject CN")

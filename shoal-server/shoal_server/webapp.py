@@ -1,0 +1,133 @@
+"""The web.py application: routes, request parsing and responses; the logic lives in pure modules."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import web
+
+from .clientaddr import BadClientAddress, ClientResolver
+from .config import ServerConfig
+from .consumer import ConsumerStatus
+from .geo import GeoLocator
+from .ranking import Ranked, Weights, rank, select
+from .render import cache_record, pac_proxies, ranked_json, render_pac, to_json
+from .statuspage import parse_page, render_status
+from .table import CacheTable
+
+DEFAULT_N = 5
+MAX_N = 100
+JSON = "application/json"
+PAC = "application/x-ns-proxy-autoconfig"
+
+# route name -> (verified only, upstream filter); the nearest* routes differ only by filter.
+NEAREST_ROUTES: Dict[str, Tuple[bool, Optional[str]]] = {
+    "nearest": (False, None),
+    "nearestverified": (True, None),
+    "nearestcvmfs": (False, "cvmfs"),
+    "nearestconditions": (False, "frontier"),
+}
+
+
+class Shoal:
+    """Request-independent state the handlers share; every method returns (status, type, body)."""
+
+    def __init__(self, table: CacheTable, locator: GeoLocator, config: ServerConfig,
+                 status: ConsumerStatus, clock: Callable[[], float] = time.time) -> None:
+        self.table, self.locator, self.config, self.status, self.clock = table, locator, config, status, clock
+        self.resolver = ClientResolver(config.general.trusted_proxies)
+        self.weights = Weights(config.cache.cache_distloadweight, config.cache.cache_loadconstant)
+
+    def ranked(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> List[Ranked]:
+        verified, upstream = NEAREST_ROUTES[route]
+        n = _parse_n(n_text)
+        client_ip = self.resolver.resolve(environ, query.get("ip"))
+        client = self.locator.locate(client_ip) if client_ip else None
+        entries = self.table.snapshot()
+        if verified or upstream:
+            entries = tuple(select(entries, verified, upstream))
+        return rank(entries, client, client_ip, self.weights, n)
+
+    def nearest(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> Tuple[str, str, str]:
+        return "200 OK", JSON, ranked_json(self.ranked(environ, query, route, n_text))
+
+    def wpad(self, environ: dict, query: dict) -> Tuple[str, str, str]:
+        return "200 OK", PAC, render_pac(pac_proxies(self.ranked(environ, query, "nearest", None)))
+
+    def all(self) -> Tuple[str, str, str]:
+        entries = sorted(self.table.snapshot(), key=lambda e: (e.hb.hostname, e.uuid))
+        return "200 OK", JSON, to_json(cache_record(e) for e in entries)
+
+    def healthz(self) -> Tuple[str, str, str]:
+        down_for = self.status.disconnected_for()
+        healthy = down_for <= self.config.cache.cache_inactive_time
+        body = {"status": "ok" if healthy else "consumer disconnected", "caches": len(self.table),
+                "consumer_connected": self.status.connected, "disconnected_seconds": round(down_for, 1),
+                **self.status.counters()}
+        return ("200 OK" if healthy else "503 Service Unavailable"), JSON, json.dumps(body)
+
+    def status_page(self, query: dict) -> Tuple[str, str, str]:
+        body = render_status(self.table.snapshot(), self.clock(), parse_page(query.get("page")),
+                             self.config.general.status_page_size, self.config.cache.cache_clock_drift,
+                             self.status.connected)
+        return "200 OK", "text/html; charset=utf-8", body
+
+
+def _parse_n(text: Optional[str]) -> int:
+    if not text:
+        return DEFAULT_N
+    return max(1, min(MAX_N, int(text)))
+
+
+def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, status: ConsumerStatus,
+               clock: Callable[[], float] = time.time) -> web.application:
+    """Build the web.py application around the shared state; ``.wsgifunc()`` gives the WSGI callable."""
+    shoal = Shoal(table, locator, config, status, clock)
+
+    def respond(result: Tuple[str, str, str]) -> str:
+        status_line, content_type, body = result
+        web.ctx.status = status_line
+        web.header("Content-Type", content_type)
+        web.header("Cache-Control", "no-cache")
+        return body
+
+    def guarded(call: Callable[[], Tuple[str, str, str]]) -> str:
+        try:
+            return respond(call())
+        except BadClientAddress as err:
+            return respond(("400 Bad Request", "text/plain; charset=utf-8", f"{err}\n"))
+
+    def query() -> dict:
+        return dict(web.input(_method="get"))
+
+    class Nearest:
+        def GET(self, route: str, n_text: Optional[str] = None) -> str:
+            return guarded(lambda: shoal.nearest(web.ctx.env, query(), route, n_text))
+
+    class Wpad:
+        def GET(self) -> str:
+            return guarded(lambda: shoal.wpad(web.ctx.env, query()))
+
+    class All:
+        def GET(self) -> str:
+            return respond(shoal.all())
+
+    class Healthz:
+        def GET(self) -> str:
+            return respond(shoal.healthz())
+
+    class Index:
+        def GET(self) -> str:
+            return respond(shoal.status_page(query()))
+
+    urls = (
+        r"/(nearest|nearestverified|nearestcvmfs|nearestconditions)(?:/(\d{1,4}))?/?", Nearest,
+        r"/wpad\.dat", Wpad,
+        r"/all/?", All,
+        r"/healthz", Healthz,
+        r"/", Index,
+    )
+    app = web.application(urls, {}, autoreload=False)
+    app.shoal = shoal  # type: ignore[attr-defined]
+    return app
