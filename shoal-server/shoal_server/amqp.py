@@ -12,6 +12,7 @@ from typing import List, Tuple
 
 import pika
 import pika.credentials
+import pika.exceptions
 
 from .inifile import ConfigError, setting, to_int, to_list, to_path
 
@@ -136,9 +137,23 @@ def connection_params(settings: RabbitSettings, host: str, port: int) -> pika.Co
 
 
 def declare_exchange(channel: "pika.adapters.blocking_connection.BlockingChannel", name: str) -> None:
-    """Declare the Shoal exchange with the flags every Shoal release uses."""
-    channel.exchange_declare(exchange=name, exchange_type=EXCHANGE_TYPE,
-                             durable=EXCHANGE_DURABLE, auto_delete=EXCHANGE_AUTO_DELETE)
+    """Make sure the Shoal exchange exists; create it (with the flags every release uses) only if missing.
+
+    The check is a passive declare on a throwaway channel: it needs no permission, and a 404
+    closes only that channel. So on a production broker (exchange defined at boot, agents and
+    servers without the configure right, which would also allow deleting it) nothing is declared,
+    while on a development broker the first client still creates the exchange.
+    """
+    probe = channel.connection.channel()
+    try:
+        probe.exchange_declare(exchange=name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as err:
+        if err.reply_code != 404:
+            raise
+        channel.exchange_declare(exchange=name, exchange_type=EXCHANGE_TYPE,
+                                 durable=EXCHANGE_DURABLE, auto_delete=EXCHANGE_AUTO_DELETE)
+    else:
+        probe.close()
 
 
 def authenticated_user(settings: RabbitSettings) -> str:

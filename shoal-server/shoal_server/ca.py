@@ -1,0 +1,396 @@
+"""``shoal-ca``: the private certificate authority that decides who may speak on the Shoal broker.
+
+RabbitMQ accepts only TLS clients whose certificate this CA signed, and maps the certificate's
+common name (CN) to the broker user; so issuing a certificate is granting an identity. Built on
+the ``cryptography`` package rather than an ``openssl`` subprocess: key files are created with
+mode 0600 before any byte is written, extensions are set explicitly instead of through an
+``openssl.cnf`` whose defaults differ between distributions, and errors arrive as exceptions.
+
+Layout of the CA directory (``--dir``, default ``$SHOAL_CA_DIR`` or ``/etc/shoal/ca``)::
+
+    ca.key  ca.crt  index.json  crl.pem
+    brokers/NAME.{crt,key}  servers/NAME.{crt,key}  agents/NAME.{crt,key}
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import ipaddress
+import json
+import os
+import re
+import sys
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .heartbeat import is_hostname
+
+PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+
+DEFAULT_DIR = "/etc/shoal/ca"
+KINDS = ("broker", "server", "agent")
+CA_DAYS = 3650
+LEAF_DAYS = 825          # a little over two years: renew with the same command before it runs out
+CRL_DAYS = 30
+KEY_TYPES = ("ec", "rsa")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+class CAError(Exception):
+    """A problem the admin must fix; ``main`` prints it and exits with ``exit_code``."""
+
+    exit_code = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Issued:
+    """One line of ``index.json``: what was signed, for whom, and whether it was revoked."""
+
+    serial: int
+    kind: str
+    cn: str
+    names: Tuple[str, ...]
+    not_before: str
+    not_after: str
+    revoked: Optional[str] = None
+
+    def as_json(self) -> Dict[str, object]:
+        data = dataclasses.asdict(self)
+        data["serial"] = format(self.serial, "x")
+        data["names"] = list(self.names)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Dict[str, object]) -> "Issued":
+        return cls(serial=int(str(data["serial"]), 16), kind=str(data["kind"]), cn=str(data["cn"]),
+                   names=tuple(str(n) for n in data.get("names", ()) or ()),  # type: ignore[union-attr]
+                   not_before=str(data["not_before"]), not_after=str(data["not_after"]),
+                   revoked=None if data.get("revoked") is None else str(data["revoked"]))
+
+
+def new_key(key_type: str = "ec") -> PrivateKey:
+    """Return a fresh private key: ECDSA P-256 (default) or RSA 3072."""
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    if key_type == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise CAError(f"unknown key type {key_type!r} (use one of {', '.join(KEY_TYPES)})")
+
+
+def _name(cn: str, org: str) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
+
+
+def _key_usage(key: PrivateKey, ca: bool) -> x509.KeyUsage:
+    rsa_key = isinstance(key, rsa.RSAPrivateKey)
+    return x509.KeyUsage(digital_signature=True, content_commitment=False,
+                         key_encipherment=rsa_key and not ca, data_encipherment=False, key_agreement=False,
+                         key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False)
+
+
+def make_ca(key: PrivateKey, cn: str, now: datetime.datetime, days: int = CA_DAYS) -> x509.Certificate:
+    """Self-sign a CA certificate that may sign leaf certificates only (path length 0)."""
+    subject = _name(cn, "Shoal")
+    public = key.public_key()
+    return (x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(subject).public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(key, ca=True), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .sign(key, hashes.SHA256()))
+
+
+def check_names(kind: str, names: Sequence[str]) -> Tuple[str, ...]:
+    """Validate the names for a certificate; the first one becomes the CN (and the broker user)."""
+    if kind not in KINDS:
+        raise CAError(f"unknown certificate kind {kind!r}")
+    if not names:
+        raise CAError(f"a {kind} certificate needs a name")
+    if kind == "server" and len(names) != 1:
+        raise CAError("a server certificate has exactly one name")
+    if kind == "agent" and len(names) != 1:
+        raise CAError("an agent certificate has exactly one host name (issue one per Squid)")
+    checked = []
+    for name in names:
+        ok = _NAME_RE.match(name) if kind == "server" else is_hostname(name)
+        if not ok:
+            what = "a name of [A-Za-z0-9._-]" if kind == "server" else "an RFC 1123 host name or IP address"
+            raise CAError(f"{name!r} is not {what}")
+        checked.append(name.rstrip(".").lower() if kind != "server" else name)
+    return tuple(checked)
+
+
+def issue(ca_key: PrivateKey, ca_cert: x509.Certificate, kind: str, names: Sequence[str], key: PrivateKey,
+          start: datetime.datetime, days: int = LEAF_DAYS) -> x509.Certificate:
+    """Sign a broker (TLS server) or server/agent (TLS client) certificate for ``names``."""
+    names = check_names(kind, names)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if kind == "broker" else ExtendedKeyUsageOID.CLIENT_AUTH
+    public = key.public_key()
+    builder = (x509.CertificateBuilder()
+               .subject_name(_name(names[0], "Shoal " + kind)).issuer_name(ca_cert.subject)
+               .public_key(public).serial_number(x509.random_serial_number())
+               .not_valid_before(start)
+               .not_valid_after(start + datetime.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(_key_usage(key, ca=False), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                              critical=False))
+    if kind != "server":
+        builder = builder.add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]),
+                                        critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def not_before(cert: x509.Certificate) -> datetime.datetime:
+    """Validity start as an aware UTC datetime (cryptography < 42 has only the naive attribute)."""
+    value = getattr(cert, "not_valid_before_utc", None)
+    return value if value is not None else cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+
+
+def not_after(cert: x509.Certificate) -> datetime.datetime:
+    """Validity end as an aware UTC datetime."""
+    value = getattr(cert, "not_valid_after_utc", None)
+    return value if value is not None else cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def make_crl(ca_key: PrivateKey, ca_cert: x509.Certificate, revoked: Sequence[Issued],
+             now: datetime.datetime, days: int = CRL_DAYS) -> x509.CertificateRevocationList:
+    """Sign a CRL listing ``revoked``; it must be re-signed (``shoal-ca crl``) before ``days`` pass."""
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now).next_update(now + datetime.timedelta(days=days)))
+    for item in revoked:
+        when = datetime.datetime.fromisoformat(item.revoked or now.isoformat())
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(item.serial).revocation_date(when).build())
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+# ---- files -------------------------------------------------------------------------------------
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    """Write via a temp file created with ``mode`` (never world-readable, even briefly), then rename."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class CADirectory:
+    """The CA's files on disk: key, certificate, index of issued certificates, CRL."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.key_path = os.path.join(path, "ca.key")
+        self.cert_path = os.path.join(path, "ca.crt")
+        self.index_path = os.path.join(path, "index.json")
+        self.crl_path = os.path.join(path, "crl.pem")
+
+    def exists(self) -> bool:
+        return os.path.exists(self.key_path) or os.path.exists(self.cert_path)
+
+    def init(self, cn: str, now: datetime.datetime, days: int, key_type: str) -> x509.Certificate:
+        if self.exists():
+            raise CAError(f"{self.path} already holds a CA; refusing to overwrite it")
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        key = new_key(key_type)
+        cert = make_ca(key, cn, now, days)
+        _write(self.key_path, key_pem(key), 0o600)
+        _write(self.cert_path, cert_pem(cert), 0o644)
+        self.save_index([])
+        self.write_crl(now)
+        return cert
+
+    def load(self) -> Tuple[PrivateKey, x509.Certificate]:
+        try:
+            with open(self.key_path, "rb") as fh:
+                key = serialization.load_pem_private_key(fh.read(), password=None)
+            with open(self.cert_path, "rb") as fh:
+                cert = x509.load_pem_x509_certificate(fh.read())
+        except FileNotFoundError:
+            raise CAError(f"no CA in {self.path}: run 'shoal-ca --dir {self.path} init' first") from None
+        except (OSError, ValueError) as err:
+            raise CAError(f"cannot read the CA in {self.path}: {err}") from None
+        if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+            raise CAError(f"{self.key_path} is neither an EC nor an RSA key")
+        return key, cert
+
+    def index(self) -> List[Issued]:
+        try:
+            with open(self.index_path) as fh:
+                return [Issued.from_json(item) for item in json.load(fh)]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CAError(f"cannot read {self.index_path}: {err}") from None
+
+    def save_index(self, items: Sequence[Issued]) -> None:
+        text = json.dumps([i.as_json() for i in items], indent=1) + "\n"
+        _write(self.index_path, text.encode(), 0o644)
+
+    def issue(self, kind: str, names: Sequence[str], now: datetime.datetime, days: int, key_type: str,
+              out_dir: Optional[str] = None) -> Tuple[str, str]:
+        """Issue and record a certificate; return the (certificate, key) paths."""
+        names = check_names(kind, names)
+        cn = names[0]
+        items = self.index()
+        clash = [i for i in items if i.cn == cn and i.kind != kind and i.revoked is None]
+        if clash:
+            # The CN is the broker user name: one name must never hold two roles.
+            article = "an" if clash[0].kind == "agent" else "a"
+            raise CAError(f"{cn!r} already has {article} {clash[0].kind} certificate; a name holds one role only")
+        ca_key, ca_cert = self.load()
+        if days <= 0:
+            raise CAError("--days must be positive")
+        key = new_key(key_type)
+        cert = issue(ca_key, ca_cert, kind, names, key, now, days)
+        if not_after(cert) > not_after(ca_cert):
+            raise CAError(f"the certificate would outlive the CA (expires {not_after(ca_cert):%Y-%m-%d}); "
+                          "use a shorter --days")
+        directory = out_dir or os.path.join(self.path, kind + "s")
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        crt_path, key_path = (os.path.join(directory, f"{cn}.{ext}") for ext in ("crt", "key"))
+        _write(key_path, key_pem(key), 0o600)
+        _write(crt_path, cert_pem(cert), 0o644)
+        items.append(Issued(serial=cert.serial_number, kind=kind, cn=cn, names=names,
+                            not_before=not_before(cert).isoformat(),
+                            not_after=not_after(cert).isoformat()))
+        self.save_index(items)
+        return crt_path, key_path
+
+    def revoke(self, cn: str, now: datetime.datetime) -> List[Issued]:
+        """Mark every live certificate of ``cn`` revoked and re-sign the CRL; return them."""
+        items = self.index()
+        hit = [i for i in items if i.cn == cn and i.revoked is None]
+        if not hit:
+            raise CAError(f"no unrevoked certificate for {cn!r} in {self.index_path}")
+        stamp = now.isoformat()
+        items = [dataclasses.replace(i, revoked=stamp) if i in hit else i for i in items]
+        self.save_index(items)
+        self.write_crl(now)
+        return hit
+
+    def write_crl(self, now: datetime.datetime) -> str:
+        ca_key, ca_cert = self.load()
+        crl = make_crl(ca_key, ca_cert, [i for i in self.index() if i.revoked], now)
+        _write(self.crl_path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+        return self.crl_path
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def _when(text: str) -> datetime.datetime:
+    try:
+        value = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (YYYY-MM-DD[THH:MM])") from None
+    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="shoal-ca", description="Private CA for the Shoal broker, server and agents.")
+    parser.add_argument("--dir", default=os.environ.get("SHOAL_CA_DIR", DEFAULT_DIR),
+                        help="CA directory (default: $SHOAL_CA_DIR or %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def leaf(name: str, help_text: str, nargs: str, metavar: str) -> None:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("names", nargs=nargs, metavar=metavar)
+        p.add_argument("--days", type=int, default=LEAF_DAYS, help="validity in days (default %(default)s)")
+        p.add_argument("--valid-from", type=_when, help="start of validity, ISO date (default: now)")
+        p.add_argument("--out", help="write NAME.crt and NAME.key here instead of the CA directory")
+        p.add_argument("--key-type", choices=KEY_TYPES, default="ec", help="ec = P-256 (default), rsa = 3072 bit")
+
+    p = sub.add_parser("init", help="create the CA key and self-signed certificate")
+    p.add_argument("--cn", default="Shoal CA", help="CA common name (default %(default)s)")
+    p.add_argument("--days", type=int, default=CA_DAYS, help="validity in days (default %(default)s)")
+    p.add_argument("--key-type", choices=KEY_TYPES, default="ec")
+    leaf("broker", "certificate for the RabbitMQ broker (TLS server), one SAN per name", "+", "HOSTNAME")
+    leaf("server", "client certificate for a shoal-server (CN = NAME = its broker user)", 1, "NAME")
+    leaf("agent", "client certificate for a shoal-agent (CN = the Squid's host name)", 1, "HOSTNAME")
+    p = sub.add_parser("revoke", help="revoke every certificate of a CN and re-sign the CRL")
+    p.add_argument("cn", metavar="NAME")
+    sub.add_parser("crl", help="re-sign the CRL (it is valid for %d days)" % CRL_DAYS)
+    sub.add_parser("list", help="show the issued certificates")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, now: datetime.datetime) -> List[str]:
+    """Carry out one command; return the lines to print."""
+    store = CADirectory(args.dir)
+    if args.command == "init":
+        cert = store.init(args.cn, now, args.days, args.key_type)
+        return [f"created CA {args.cn!r} in {store.path}, valid until {not_after(cert):%Y-%m-%d}",
+                f"distribute {store.cert_path} to the broker, the server and every agent ({'amqp_ca_cert'})"]
+    if args.command in KINDS:
+        start = args.valid_from or now
+        crt, key = store.issue(args.command, args.names, start, args.days, args.key_type, args.out)
+        lines = [f"wrote {crt}", f"wrote {key} (mode 0600: copy it to the host securely, never by mail)"]
+        cn = check_names(args.command, args.names)[0]
+        if args.command in ("agent", "server"):
+            lines.append(f"next, on the broker: rabbitmq-shoal-users add-{args.command} {cn}")
+        return lines
+    if args.command == "revoke":
+        gone = store.revoke(args.cn, now)
+        return [f"revoked {len(gone)} certificate(s) of {args.cn!r}; CRL re-signed at {store.crl_path}",
+                f"to cut it off now, on the broker: rabbitmq-shoal-users remove {args.cn}"]
+    if args.command == "crl":
+        return [f"re-signed {store.write_crl(now)}"]
+    rows = [f"{i.kind:6} {i.cn:40} until {i.not_after[:10]} {'REVOKED ' + i.revoked[:10] if i.revoked else ''}".rstrip()
+            for i in store.index()]
+    return rows or ["no certificates issued yet"]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        lines = run(args, datetime.datetime.now(datetime.timezone.utc))
+    except CAError as err:
+        print(f"shoal-ca: {err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        print(f"shoal-ca: {err}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
