@@ -6,8 +6,10 @@ import heapq
 import math
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from .geo import EARTH_RADIUS_KM, Location
-from .table import CacheEntry
+from .table import UPSTREAM_CODES, CacheEntry, Columns
 
 Vector = Tuple[float, float, float]
 
@@ -52,18 +54,120 @@ def rank(entries: Iterable[CacheEntry], client: Optional[Location], client_ip: O
     A client GeoIP cannot place gets caches that share its address first (same site behind
     NAT), then the least loaded; its distances are None.
     """
-    if n <= 0:
-        return []
-    if client is None:
-        return _rank_unplaced(entries, client_ip, weights, n)
-    u = client.unit_vector
-    scored = []
-    for e in entries:
-        angle = _angle(u, e.unit)
-        hb = e.hb
-        scored.append((cost(angle, hb.load, hb.max_load, weights), angle, e))
-    best = heapq.nsmallest(n, scored, key=_first_two)
-    return [Ranked(e, c, a * EARTH_RADIUS_KM if e.unit is not None else None) for c, a, e in best]
+    entries = tuple(entries)
+    return RankIndex(entries, Columns.from_entries(entries)).rank(client, client_ip, weights, n)
+
+
+class RankIndex:
+    """Rank one table version: numpy narrows the table to a few candidates, Python orders them.
+
+    The vector pass computes every cost approximately (numpy's arccos and power may differ
+    from libm in the last bits); every cache within ``_TOLERANCE`` of the n-th cheapest is then
+    scored again with ``cost`` and sorted by (cost, angle, uuid), so answers are exactly the
+    ones the formula gives, ties included, at any table size.
+    """
+
+    _TOLERANCE = 1e-9   # relative; the vector pass errs by ~1e-15
+
+    def __init__(self, entries: Sequence[CacheEntry], columns: Columns) -> None:
+        self.entries, self.cols = entries, columns
+
+    def rank(self, client: Optional[Location], client_ip: Optional[str], weights: Weights, n: int,
+             verified_only: bool = False, upstream: Optional[str] = None) -> List[Ranked]:
+        """``rank`` over ``select(entries, verified_only, upstream)``."""
+        if n <= 0 or not self.entries:
+            return []
+        if upstream is not None and upstream not in UPSTREAM_CODES:
+            chosen = select(self.entries, verified_only, upstream)
+            return RankIndex(chosen, Columns.from_entries(chosen)).rank(client, client_ip, weights, n)
+        rows = self._eligible(verified_only, upstream)
+        if client is None:
+            return self._rank_unplaced(rows, client_ip, weights, n)
+        u = client.unit_vector
+        scored = []
+        for i in self._cheapest(self._costs(u, weights, rows), rows, n):
+            e = self.entries[i]
+            angle = _angle(u, e.unit)
+            scored.append((cost(angle, e.hb.load, e.hb.max_load, weights), angle, e))
+        best = heapq.nsmallest(n, scored, key=_first_two)
+        return [Ranked(e, c, a * EARTH_RADIUS_KM if e.unit is not None else None) for c, a, e in best]
+
+    def _eligible(self, verified_only: bool, upstream: Optional[str]) -> Optional[np.ndarray]:
+        """Row numbers passing the route's filter, or None for all rows."""
+        if not verified_only and upstream is None:
+            return None
+        mask = np.ones(len(self.entries), dtype=bool)
+        if verified_only:
+            mask &= self.cols.verified
+        if upstream is not None:
+            codes = self.cols.upstream
+            mask &= (codes == UPSTREAM_CODES[upstream]) | (codes == UPSTREAM_CODES["both"])
+        return np.flatnonzero(mask)
+
+    def _load_terms(self, weights: Weights, rows: Optional[np.ndarray]) -> np.ndarray:
+        ratio = self.cols.ratio if rows is None else self.cols.ratio[rows]
+        b = weights.load_exponent
+        if b == 1.0:
+            return ratio
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            return np.where(ratio > 0, np.power(ratio, b), 0.0)
+
+    def _costs(self, u: Vector, weights: Weights, rows: Optional[np.ndarray]) -> np.ndarray:
+        c = self.cols
+        x, y, z, placed = (c.x, c.y, c.z, c.placed) if rows is None else (c.x[rows], c.y[rows], c.z[rows],
+                                                                           c.placed[rows])
+        dot = x * u[0]
+        dot += y * u[1]
+        dot += z * u[2]
+        np.clip(dot, -1.0, 1.0, out=dot)
+        angle = np.arccos(dot, out=dot)
+        angle[~placed] = math.pi
+        w = weights.distload_weight
+        angle *= w / math.pi
+        return angle + (1.0 - w) * self._load_terms(weights, rows)
+
+    def _cheapest(self, values: np.ndarray, rows: Optional[np.ndarray], n: int) -> List[int]:
+        """Row numbers whose approximate value is within tolerance of the n-th smallest."""
+        if n < len(values):
+            kth = float(np.partition(values, n - 1)[n - 1])
+            picked = np.flatnonzero(values <= kth + self._TOLERANCE * max(1.0, abs(kth)))
+        else:
+            picked = np.arange(len(values))
+        return (picked if rows is None else rows[picked]).tolist()
+
+    def _rank_unplaced(self, rows: Optional[np.ndarray], client_ip: Optional[str], weights: Weights,
+                       n: int) -> List[Ranked]:
+        same = self._address_hits(rows, client_ip)
+        candidates: List[int] = []
+        if len(same):
+            # Only the least loaded n of the same-site caches can be chosen; a hash collision
+            # among them (never seen in practice) sends us back to checking every hit.
+            candidates = self._cheapest(self._load_terms(weights, same), same, n)
+            if not all(self._at(i, client_ip) for i in candidates):  # type: ignore[arg-type]
+                same = np.asarray([i for i in same.tolist() if self._at(i, client_ip)],  # type: ignore[arg-type]
+                                  dtype=np.int64)
+                candidates = self._cheapest(self._load_terms(weights, same), same, n) if len(same) else []
+        if len(same) < n:
+            others = np.ones(len(self.entries), dtype=bool)
+            if rows is not None:
+                others[:] = False
+                others[rows] = True
+            others[same] = False
+            idx = np.flatnonzero(others)
+            candidates += self._cheapest(self._load_terms(weights, idx), idx, n - len(same))
+        return _rank_unplaced([self.entries[i] for i in candidates], client_ip, weights, n)
+
+    def _address_hits(self, rows: Optional[np.ndarray], client_ip: Optional[str]) -> np.ndarray:
+        """Rows whose public or external address hashes like ``client_ip``."""
+        if not client_ip:
+            return np.empty(0, dtype=np.int64)
+        h = hash(client_ip)
+        hit = (self.cols.pub == h) | (self.cols.ext == h)
+        return np.flatnonzero(hit) if rows is None else rows[hit[rows]]
+
+    def _at(self, i: int, address: str) -> bool:
+        hb = self.entries[i].hb
+        return address == hb.public_ip or address == hb.external_ip
 
 
 def _first_two(item: Tuple[float, float, CacheEntry]) -> Tuple[float, float, str]:

@@ -11,7 +11,7 @@ from .clientaddr import BadClientAddress, ClientResolver
 from .config import ServerConfig
 from .consumer import ConsumerStatus
 from .geo import GeoLocator
-from .ranking import Ranked, Weights, rank, select
+from .ranking import Ranked, RankIndex, Weights
 from .render import cache_record, pac_proxies, ranked_json, render_pac, to_json
 from .statuspage import parse_page, render_status
 from .table import CacheTable
@@ -38,16 +38,16 @@ class Shoal:
         self.table, self.locator, self.config, self.status, self.clock = table, locator, config, status, clock
         self.resolver = ClientResolver(config.general.trusted_proxies)
         self.weights = Weights(config.cache.cache_distloadweight, config.cache.cache_loadconstant)
+        self._all_body: Tuple[int, str] = (-1, "")
 
     def ranked(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> List[Ranked]:
         verified, upstream = NEAREST_ROUTES[route]
         n = _parse_n(n_text)
         client_ip = self.resolver.resolve(environ, query.get("ip"))
         client = self.locator.locate(client_ip) if client_ip else None
-        entries = self.table.snapshot()
-        if verified or upstream:
-            entries = tuple(select(entries, verified, upstream))
-        return rank(entries, client, client_ip, self.weights, n)
+        # The table's column arrays for its current version: ranking is vector arithmetic on them.
+        entries, columns = self.table.columns()
+        return RankIndex(entries, columns).rank(client, client_ip, self.weights, n, verified, upstream)
 
     def nearest(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> Tuple[str, str, str]:
         return "200 OK", JSON, ranked_json(self.ranked(environ, query, route, n_text))
@@ -56,8 +56,14 @@ class Shoal:
         return "200 OK", PAC, render_pac(pac_proxies(self.ranked(environ, query, "nearest", None)))
 
     def all(self) -> Tuple[str, str, str]:
-        entries = sorted(self.table.snapshot(), key=lambda e: (e.hb.hostname, e.uuid))
-        return "200 OK", JSON, to_json(cache_record(e) for e in entries)
+        # Rendering 10,000 caches takes ~100 ms, so the body is kept until the table changes.
+        version, body = self._all_body
+        if version != self.table.version:
+            version = self.table.version  # read before the snapshot: a race only re-renders
+            entries = sorted(self.table.snapshot(), key=lambda e: (e.hb.hostname, e.uuid))
+            body = to_json(cache_record(e) for e in entries)
+            self._all_body = (version, body)
+        return "200 OK", JSON, body
 
     def healthz(self) -> Tuple[str, str, str]:
         down_for = self.status.disconnected_for()
