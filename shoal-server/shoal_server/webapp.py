@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import web
 
@@ -11,15 +12,22 @@ from .clientaddr import BadClientAddress, ClientResolver
 from .config import ServerConfig
 from .consumer import ConsumerStatus
 from .geo import GeoLocator
+from .metrics import Metrics
 from .ranking import Ranked, RankIndex, Weights
 from .render import cache_record, pac_proxies, ranked_json, render_pac, to_json
-from .statuspage import parse_page, render_status
+from .statuspage import load_world_outline, parse_request, render_status
 from .table import CacheTable
 
 DEFAULT_N = 5
 MAX_N = 100
 JSON = "application/json"
 PAC = "application/x-ns-proxy-autoconfig"
+HTML = "text/html; charset=utf-8"
+# The status page needs no script at all, so none may run: even markup that slipped past escaping.
+STATUS_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
+              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+STATIC_DIR = os.path.join(os.path.dirname(__file__), "static")
+STATIC_TYPES = {".css": "text/css; charset=utf-8"}
 
 # route name -> (verified only, upstream filter); the nearest* routes differ only by filter.
 NEAREST_ROUTES: Dict[str, Tuple[bool, Optional[str]]] = {
@@ -39,6 +47,8 @@ class Shoal:
         self.resolver = ClientResolver(config.general.trusted_proxies)
         self.weights = Weights(config.cache.cache_distloadweight, config.cache.cache_loadconstant)
         self._all_body: Tuple[int, str] = (-1, "")
+        self.outline = load_world_outline()
+        self.metrics = Metrics(table, status)
 
     def ranked(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> List[Ranked]:
         verified, upstream = NEAREST_ROUTES[route]
@@ -74,10 +84,23 @@ class Shoal:
         return ("200 OK" if healthy else "503 Service Unavailable"), JSON, json.dumps(body)
 
     def status_page(self, query: dict) -> Tuple[str, str, str]:
-        body = render_status(self.table.snapshot(), self.clock(), parse_page(query.get("page")),
+        body = render_status(self.table.snapshot(), self.clock(), parse_request(query),
                              self.config.general.status_page_size, self.config.cache.cache_clock_drift,
-                             self.status.connected)
-        return "200 OK", "text/html; charset=utf-8", body
+                             self.status.connected, self.outline)
+        return "200 OK", HTML, body
+
+    def metrics_page(self, accept: str) -> Tuple[str, str, bytes]:
+        content_type, body = self.metrics.exposition(accept)
+        return "200 OK", content_type, body
+
+    def static(self, name: str) -> Tuple[str, str, bytes]:
+        """A file of the package's static/ folder (the route admits only plain names)."""
+        kind = STATIC_TYPES.get(os.path.splitext(name)[1])
+        path = os.path.join(STATIC_DIR, name)
+        if kind is None or not os.path.isfile(path):
+            return "404 Not Found", "text/plain; charset=utf-8", b"not found\n"
+        with open(path, "rb") as handle:
+            return "200 OK", kind, handle.read()
 
 
 def _parse_n(text: Optional[str]) -> int:
@@ -91,7 +114,7 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
     """Build the web.py application around the shared state; ``.wsgifunc()`` gives the WSGI callable."""
     shoal = Shoal(table, locator, config, status, clock)
 
-    def respond(result: Tuple[str, str, str]) -> str:
+    def respond(result: Tuple[str, str, Union[str, bytes]]) -> Union[str, bytes]:
         status_line, content_type, body = result
         web.ctx.status = status_line
         web.header("Content-Type", content_type)
@@ -124,16 +147,45 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
             return respond(shoal.healthz())
 
     class Index:
-        def GET(self) -> str:
+        def GET(self) -> Union[str, bytes]:
+            web.header("Content-Security-Policy", STATUS_CSP)
+            web.header("X-Content-Type-Options", "nosniff")
             return respond(shoal.status_page(query()))
+
+    class MetricsPage:
+        def GET(self) -> Union[str, bytes]:
+            return respond(shoal.metrics_page(web.ctx.env.get("HTTP_ACCEPT", "")))
+
+    class Static:
+        def GET(self, name: str) -> Union[str, bytes]:
+            web.header("X-Content-Type-Options", "nosniff")
+            return respond(shoal.static(name))
 
     urls = (
         r"/(nearest|nearestverified|nearestcvmfs|nearestconditions)(?:/(\d{1,4}))?/?", Nearest,
         r"/wpad\.dat", Wpad,
         r"/all/?", All,
         r"/healthz", Healthz,
+        r"/metrics", MetricsPage,
+        r"/static/([A-Za-z0-9_-]+\.css)", Static,
         r"/", Index,
     )
     app = web.application(urls, {}, autoreload=False)
+
+    def count_request(handler: Callable[[], object]) -> object:
+        """web.py processor: request count and latency per endpoint for /metrics."""
+        start = time.perf_counter()
+        try:
+            result = handler()
+        except web.HTTPError:
+            shoal.metrics.observe(web.ctx.path, web.ctx.status, time.perf_counter() - start)
+            raise
+        except Exception:
+            shoal.metrics.observe(web.ctx.path, "500", time.perf_counter() - start)
+            raise
+        shoal.metrics.observe(web.ctx.path, web.ctx.status, time.perf_counter() - start)
+        return result
+
+    app.add_processor(count_request)
     app.shoal = shoal  # type: ignore[attr-defined]
     return app
