@@ -20,6 +20,7 @@ CACHE_TYPES = ("squid", "varnish")
 _UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_~-]{0,63}\Z")
+_PORT_TEXT_RE = re.compile(r"[0-9]{1,5}\Z")
 
 
 class InvalidHeartbeat(ValueError):
@@ -106,6 +107,10 @@ def is_hostname(name: str) -> bool:
 
 
 def _ip_or_none(text: str) -> Optional[ipaddress._BaseAddress]:
+    # An IPv6 scope ("fe80::1%eth0") may hold any character, ";" and spaces included, which
+    # would split a PAC proxy list or CVMFS_HTTP_PROXY; it means nothing off the agent's host.
+    if "%" in text:
+        return None
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -118,7 +123,10 @@ def _number(data: Mapping[str, Any], key: str, reason: str) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidHeartbeat(reason, f"{key} is not a number")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise InvalidHeartbeat(reason, f"{key} is not finite") from None
     if not math.isfinite(value):
         raise InvalidHeartbeat(reason, f"{key} is not finite")
     return value
@@ -142,7 +150,7 @@ def _port(data: Mapping[str, Any]) -> int:
         raise InvalidHeartbeat("bad_port", "squid_port/cache_port missing")
     values = set()
     for value in ports:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and _PORT_TEXT_RE.match(value.strip()):  # not str.isdigit: "²" is a digit
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
             raise InvalidHeartbeat("bad_port", "port must be an integer 1-65535")
