@@ -1,0 +1,249 @@
+"""shoal-server under a real Apache httpd with mod_wsgi, configured by the shipped conf/shoal.conf.
+
+The shipped file is templated only where a test must differ from an EL host (paths into a temp
+ServerRoot, the service account, the venv's site-packages); every substitution is checked, so a
+change to shoal.conf that the test would silently skip fails here instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from typing import Dict, List
+
+import pytest
+
+from support.heartbeats import upstream_heartbeat
+from support.procs import http_get, write_ini
+from support.rabbitnode import free_port, wait_port
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CONF_DIR = os.path.join(ROOT, "shoal-server", "conf")
+STATIC_DIR = os.path.join(ROOT, "shoal-server", "shoal_server", "static")
+APACHE = "/usr/sbin/apache2"
+MODULES = "/usr/lib/apache2/modules"
+
+# (public ip, load): caches spread over three continents; the client is in Vancouver.
+CACHES = [("142.90.0.1", 500.0), ("128.142.0.1", 100.0), ("131.225.0.1", 900.0),
+          ("193.62.0.1", 50.0), ("202.122.32.1", 10.0), ("134.158.0.1", 300.0)]
+CLIENT_IP = "142.103.0.1"
+
+pytestmark = pytest.mark.skipif(not (os.path.exists(APACHE) and os.path.exists(f"{MODULES}/mod_wsgi.so")),
+                                reason="apache2 with mod_wsgi (libapache2-mod-wsgi-py3) is not installed")
+
+
+def substitute(text: str, old: str, new: str) -> str:
+    assert old in text, f"shoal.conf no longer contains {old!r}; update this test's template"
+    return text.replace(old, new)
+
+
+def shoal_conf(server_root: str, config_path: str, user: str) -> str:
+    """The shipped shoal.conf with this machine's paths in place of the EL ones."""
+    with open(os.path.join(CONF_DIR, "shoal.conf")) as fh:
+        text = fh.read()
+    share = os.path.join(server_root, "share")
+    text = substitute(text, "/usr/share/shoal-server/static", STATIC_DIR)
+    text = substitute(text, "/usr/share/shoal-server/shoal.wsgi", os.path.join(share, "shoal.wsgi"))
+    text = substitute(text, "<Directory /usr/share/shoal-server>", f"<Directory {share}>")
+    text = substitute(text, "/etc/shoal/shoal_server.conf", config_path)
+    text = substitute(text, "user=shoal group=shoal", f"user={user} group={user}" if user else "")
+    # mod_wsgi is built for Debian's /usr/bin/python3; the venv's packages come in by path.
+    site = sysconfig.get_paths()["purelib"]
+    text = substitute(text, "display-name=shoal-server", f"display-name=shoal-server python-path={site}")
+    assert "/usr/share/shoal-server" not in text and "/etc/shoal" not in text
+    return text
+
+
+def httpd_conf(server_root: str, port: int, user: str) -> str:
+    lines = [
+        f'ServerRoot "{server_root}"',
+        f"Listen 127.0.0.1:{port}",
+        "ServerName 127.0.0.1",
+        f"PidFile {server_root}/httpd.pid",
+        f"DefaultRuntimeDir {server_root}/run",
+        f"ErrorLog {server_root}/error.log",
+        "LogLevel warn wsgi:info",
+        'LogFormat "%h %l %u %t \\"%r\\" %>s %b" common',
+        f"CustomLog {server_root}/access.log common",
+        f"TypesConfig /etc/mime.types",
+    ]
+    for name in ("mpm_event", "authz_core", "alias", "env", "mime", "headers", "wsgi"):
+        lines.append(f"LoadModule {name}_module {MODULES}/mod_{name}.so")
+    if user:
+        lines += [f"User {user}", f"Group {user}"]
+    lines.append(f"Include {server_root}/shoal.conf")
+    return "\n".join(lines) + "\n"
+
+
+class Apache:
+    """apache2 in the foreground with a temp ServerRoot; stopped by PID."""
+
+    def __init__(self, server_root: str, config_path: str) -> None:
+        self.root = server_root
+        self.port = free_port()
+        self.user = "www-data" if os.geteuid() == 0 else ""
+        os.makedirs(os.path.join(server_root, "run"))
+        os.makedirs(os.path.join(server_root, "share"))
+        shutil.copy(os.path.join(CONF_DIR, "shoal.wsgi"), os.path.join(server_root, "share", "shoal.wsgi"))
+        with open(os.path.join(server_root, "shoal.conf"), "w") as fh:
+            fh.write(shoal_conf(server_root, config_path, self.user))
+        self.conf = os.path.join(server_root, "httpd.conf")
+        with open(self.conf, "w") as fh:
+            fh.write(httpd_conf(server_root, self.port, self.user))
+        self.proc: subprocess.Popen = None  # type: ignore[assignment]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Apache":
+        check = subprocess.run([APACHE, "-f", self.conf, "-t"], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        out = open(os.path.join(self.root, "apache.out"), "wb")
+        self.proc = subprocess.Popen([APACHE, "-f", self.conf, "-DFOREGROUND"], stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        wait_port(self.port, timeout=30, proc=self.proc)
+        return self
+
+    def error_log(self) -> str:
+        try:
+            with open(os.path.join(self.root, "error.log"), errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+    def get_json(self, path: str) -> dict:
+        status, _, body = http_get(self.url + path)
+        assert status == 200, (status, body[:300], self.error_log()[-2000:])
+        return json.loads(body)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # our own session: apache and its children only
+            self.proc.wait()
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (OSError, AssertionError, ValueError) as err:
+            last = err
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached in {timeout} s; last: {str(last)[:500]}")
+
+
+def children_named(parent: int, name: str) -> List[int]:
+    """PIDs of processes under ``parent`` (any depth) whose command line starts with ``name``."""
+    ppid: Dict[int, int] = {}
+    cmd: Dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd[int(entry)] = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+
+    def under(pid: int) -> bool:
+        seen = 0
+        while pid in ppid and seen < 64:
+            pid = ppid[pid]
+            if pid == parent:
+                return True
+            seen += 1
+        return False
+
+    return [pid for pid, line in cmd.items() if line.startswith(name) and under(pid)]
+
+
+@pytest.fixture
+def apache_root():
+    # Apache's workers (www-data) must reach the daemon's socket and read the script and config:
+    # a world-searchable directory, unlike pytest's 0700 tmp_path.
+    root = tempfile.mkdtemp(prefix="shoal-apache-")
+    os.chmod(root, 0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_apache_mod_wsgi_answers_like_the_dev_server(apache_root, exchange, publisher, server_factory):
+    cache_settings = {"cache_cleanse_interval": 1, "cache_inactive_time": 120}
+    dev = server_factory(cache=cache_settings)
+
+    config_path = os.path.join(apache_root, "shoal_server.conf")
+    write_ini(config_path, {
+        "general": {},
+        "rabbitmq": {"amqp_server_url": "127.0.0.1", "amqp_port": 5672, "amqp_exchange": exchange},
+        "cache": cache_settings,
+        "logging": {"logging_level": "info"},
+    })
+    os.chmod(config_path, 0o644)
+    apache = Apache(apache_root, config_path)
+    try:
+        apache.start()
+        # The service (consumer thread) starts with the first request of the daemon process.
+        wait_until(lambda: apache.get_json("/healthz").get("consumer_connected"), 30,
+                   "Apache's consumer connected")
+
+        for ip, load in CACHES:
+            publisher.send(upstream_heartbeat(ip, load=load, hostname=f"squid-{ip.replace('.', '-')}.example.org"))
+        for server in (dev, apache):
+            wait_until(lambda s=server: len(s.get_json("/all")) == len(CACHES), 20, f"{len(CACHES)} caches")
+
+        path = f"/nearest/{len(CACHES)}?ip={CLIENT_IP}"
+        via_apache, via_dev = apache.get_json(path), dev.get_json(path)
+
+        def ranked(answer: dict) -> List[tuple]:
+            return [(answer[str(i)]["hostname"], answer[str(i)]["public_ip"], answer[str(i)]["load"],
+                     answer[str(i)]["distance"]) for i in range(len(answer))]
+
+        assert ranked(via_apache) == ranked(via_dev)
+        assert len(via_apache) == len(CACHES)
+        # The answer is really ranked for the client's place: Vancouver's TRIUMF cache comes first.
+        assert via_apache["0"]["public_ip"] == "142.90.0.1"
+
+        # The PAC file, too, is the same through Apache.
+        status_a, _, pac_a = http_get(f"{apache.url}/wpad.dat?ip={CLIENT_IP}")
+        status_d, _, pac_d = http_get(f"{dev.url}/wpad.dat?ip={CLIENT_IP}")
+        assert (status_a, pac_a) == (status_d, pac_d) == (200, pac_d)
+
+        # One daemon process holds the table: every request (threads) sees all caches.
+        for _ in range(20):
+            assert apache.get_json("/healthz")["caches"] == len(CACHES)
+        daemons = children_named(apache.proc.pid, "shoal-server")
+        assert len(daemons) == 1, daemons
+
+        # Static files come from Apache itself (Alias), not from Python: Apache's own headers.
+        status, headers, body = http_get(f"{apache.url}/static/status.css")
+        with open(os.path.join(STATIC_DIR, "status.css"), "rb") as fh:
+            assert (status, body) == (200, fh.read())
+        assert "Last-Modified" in headers and headers.get("Cache-Control") == "max-age=86400"
+
+        # The status page renders through mod_wsgi.
+        status, _, page = http_get(apache.url + "/")
+        assert status == 200 and b"squid-142-90-0-1.example.org" in page
+
+        assert "Traceback" not in apache.error_log()
+    finally:
+        apache.stop()
+    assert not children_named(os.getpid(), "shoal-server"), "the mod_wsgi daemon outlived apache"
