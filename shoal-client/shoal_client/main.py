@@ -1,0 +1,270 @@
+"""The ``shoal-client`` command: fetch the nearest caches and point CVMFS (or Frontier) at them."""
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from . import __version__
+from ._compat import (HTTPError, HTTPSHandler, ProxyHandler, Request, URLError, build_opener, http_client,
+                      is_timeout, is_tls_error, json_loads, ssl_context, which)
+from .config import SEARCH_PATHS, ConfigError, find_config, load_config, to_caches, to_positive_float
+from .cvmfsconf import ConfigFileError, LockTimeout, update_file
+from .proxies import (InvalidResponse, NoCaches, cache_urls, check_server_url, cvmfs_proxy_value,
+                      frontier_string, nearest_url)
+
+logger = logging.getLogger(__name__)
+
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+TEST_HOOK_VAR = "SHOAL_CLIENT_TEST_HOOK"
+
+# Exit statuses: (code, name, meaning). docs/client.md and --help show this table.
+EXIT_CODES = (
+    (0, "OK", "success: the file was updated or already right, or --dump/--frontier printed"),
+    (1, "INTERNAL", "unexpected error (a Python traceback follows); nothing was written"),
+    (2, "USAGE", "bad command line or configuration file"),
+    (3, "UNREACHABLE", "cannot connect to the server (refused, DNS, TLS verification, reset)"),
+    (4, "TIMEOUT", "the server did not answer within the timeout"),
+    (5, "HTTP_ERROR", "the server answered with an HTTP error status"),
+    (6, "BAD_RESPONSE", "the answer is not UTF-8 JSON in the /nearest shape"),
+    (7, "NO_CACHES", "the answer holds no usable cache"),
+    (8, "FILE_ERROR", "the CVMFS config cannot be read, parsed or replaced"),
+    (9, "LOCKED", "another shoal-client run held the lock for longer than lock_timeout"),
+    (10, "RELOAD_FAILED", "the file was updated but `cvmfs_config reload` failed"),
+)
+
+
+class Exit(object):
+    """Named exit statuses (see EXIT_CODES)."""
+
+    OK, INTERNAL, USAGE, UNREACHABLE, TIMEOUT, HTTP_ERROR, BAD_RESPONSE, NO_CACHES, FILE_ERROR, LOCKED, \
+        RELOAD_FAILED = [code for code, _, _ in EXIT_CODES]
+
+
+class ClientError(Exception):
+    """A failure with its exit status; ``main`` prints the one-line message and returns the code."""
+
+    def __init__(self, exit_code, message):
+        Exception.__init__(self, _one_line(message))
+        self.exit_code = exit_code
+
+
+def _one_line(message):
+    try:
+        text = "%s" % (message,)
+    except UnicodeError:  # Python 2: bytes that are not ASCII
+        text = repr(message)
+    return " ".join(text.split())
+
+
+class Environment(object):
+    """What the command touches outside its arguments; tests replace any of it."""
+
+    def __init__(self, stdout=None, stderr=None, environ=None, search_paths=SEARCH_PATHS, loads=None,
+                 which=which, run=subprocess.call):
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.stderr = stderr if stderr is not None else sys.stderr
+        self.environ = environ if environ is not None else os.environ
+        self.search_paths = search_paths
+        self.loads = loads if loads is not None else json_loads
+        self.which = which
+        self.run = run
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ClientError(Exit.USAGE, "%s (see --help)" % message)
+
+
+def _arg_type(convert, name):
+    def parse(text):
+        try:
+            return convert(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError("invalid %s %r: %s" % (name, text, err))
+    parse.__name__ = name
+    return parse
+
+
+def _check_url(text):
+    return check_server_url(text.strip())
+
+
+def build_parser():
+    """The command-line parser (help and version are handled by ``main``)."""
+    epilog = "exit status:\n" + "\n".join("  %2d  %s" % (code, meaning) for code, _, meaning in EXIT_CODES)
+    parser = _ArgumentParser(
+        prog="shoal-client", add_help=False, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Ask a Shoal server for the nearest Squid caches and write them to CVMFS_HTTP_PROXY.")
+    parser.add_argument("-s", "--server", metavar="URL", type=_arg_type(_check_url, "URL"),
+                        help="the server's /nearest URL (config shoal_server_url; "
+                             "default http://localhost:8080/nearest)")
+    parser.add_argument("-n", "--caches", metavar="N", type=_arg_type(to_caches, "number"),
+                        help="ask for N caches: fetches URL/N (default: the server's choice)")
+    parser.add_argument("--cvmfs-config", metavar="PATH",
+                        help="CVMFS file to rewrite (config cvmfs_config; default /etc/cvmfs/default.local)")
+    parser.add_argument("-c", "--config", metavar="PATH",
+                        help="INI file (default: /etc/shoal/shoal_client.conf, else ~/.shoal/shoal_client.conf)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=_arg_type(to_positive_float, "timeout"),
+                        help="network timeout (config timeout; default 10)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("-d", "--dump", action="store_true",
+                      help="print the CVMFS_HTTP_PROXY value it would write; write nothing")
+    mode.add_argument("-f", "--frontier", action="store_true",
+                      help="print a Frontier proxy string (proxyurl=...)...; write nothing")
+    parser.add_argument("--reload", action="store_true", default=None,
+                        help="after a change, run `cvmfs_config reload` if that command exists")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    return parser
+
+
+def fetch(url, timeout, ca_file=""):
+    """GET ``url`` (no proxy; HTTPS verified) and return the body bytes; raise ClientError."""
+    handlers = [ProxyHandler({})]
+    if url.lower().startswith("https:"):
+        try:
+            handlers.append(HTTPSHandler(context=ssl_context(ca_file)))
+        except (RuntimeError, IOError, OSError) as err:
+            raise ClientError(Exit.USAGE, "cannot set up TLS with ca_file %r: %s" % (ca_file, err))
+    request = Request(url, headers={"Accept": "application/json",
+                                    "User-Agent": "shoal-client/%s" % __version__})
+    try:
+        response = build_opener(*handlers).open(request, timeout=timeout)
+        try:
+            body = response.read(MAX_RESPONSE_BYTES + 1)
+        finally:
+            response.close()
+    except HTTPError as err:
+        err.close()
+        raise ClientError(Exit.HTTP_ERROR, "%s answered HTTP %d %s" % (url, err.code, getattr(err, "msg", "")))
+    except URLError as err:
+        raise _network_error(url, err, err.reason)
+    except (socket.error, IOError, OSError, http_client.HTTPException) as err:
+        raise _network_error(url, err, err)
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise ClientError(Exit.BAD_RESPONSE, "%s sent more than %d bytes" % (url, MAX_RESPONSE_BYTES))
+    return body
+
+
+def _network_error(url, err, reason):
+    if is_timeout(err):
+        return ClientError(Exit.TIMEOUT, "%s did not answer in time (%s)" % (url, reason))
+    if is_tls_error(err):
+        return ClientError(Exit.UNREACHABLE, "TLS error talking to %s: %s" % (url, reason))
+    return ClientError(Exit.UNREACHABLE, "cannot reach %s: %s" % (url, reason))
+
+
+def parse_response(body, loads, url):
+    """Decode the body and return (cache URLs in rank order, warnings); raise ClientError."""
+    try:
+        document = loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ClientError(Exit.BAD_RESPONSE, "%s sent a body that is not UTF-8" % url)
+    except (ValueError, RuntimeError) as err:  # RuntimeError: RecursionError from json on absurd nesting
+        raise ClientError(Exit.BAD_RESPONSE, "%s sent invalid JSON: %s" % (url, err))
+    try:
+        return cache_urls(document)
+    except InvalidResponse as err:
+        raise ClientError(Exit.BAD_RESPONSE, "unexpected answer from %s: %s" % (url, err))
+    except NoCaches as err:
+        raise ClientError(Exit.NO_CACHES, "%s: %s" % (url, err))
+
+
+def before_rename_hook(environ):
+    """The ``before_rename`` callable selected by SHOAL_CLIENT_TEST_HOOK (tests only), or None."""
+    hook = environ.get(TEST_HOOK_VAR, "")
+    if hook == "kill-before-rename":
+        return lambda temp: os.kill(os.getpid(), signal.SIGKILL)
+    if hook:
+        raise ClientError(Exit.USAGE, "unknown %s=%r" % (TEST_HOOK_VAR, hook))
+    return None
+
+
+def write_cvmfs(config, value, env):
+    """Update the CVMFS file and reload CVMFS if asked; return True if the file changed."""
+    path = config.cvmfs_config
+    try:
+        changed = update_file(path, value, config.lock_timeout, before_rename=before_rename_hook(env.environ))
+    except LockTimeout as err:
+        raise ClientError(Exit.LOCKED, err.strerror)
+    except ConfigFileError as err:
+        raise ClientError(Exit.FILE_ERROR, "%s: %s" % (path, err))
+    except (IOError, OSError) as err:
+        raise ClientError(Exit.FILE_ERROR, "cannot update %s: %s" % (path, err.strerror or err))
+    if not changed:
+        logger.info("%s unchanged: CVMFS_HTTP_PROXY=%s", path, value)
+        return False
+    logger.info("updated %s: CVMFS_HTTP_PROXY=%s", path, value)
+    if config.reload:
+        reload_cvmfs(env)
+    return True
+
+
+def reload_cvmfs(env):
+    """Run ``cvmfs_config reload`` when the command exists; raise ClientError if it fails."""
+    command = env.which("cvmfs_config")
+    if command is None:
+        logger.warning("cvmfs_config not found on PATH; not reloading CVMFS")
+        return
+    try:
+        status = env.run([command, "reload"])
+    except OSError as err:
+        raise ClientError(Exit.RELOAD_FAILED, "cannot run %s reload: %s" % (command, err))
+    if status != 0:
+        raise ClientError(Exit.RELOAD_FAILED, "%s reload exited with status %s" % (command, status))
+
+
+def run(args, env):
+    """Do the work for parsed ``args``; return an exit status or raise ClientError/ConfigError."""
+    path = args.config or find_config(env.search_paths, env.environ.get("HOME"))
+    config = load_config(path).replace(shoal_server_url=args.server, caches=args.caches,
+                                       cvmfs_config=args.cvmfs_config, timeout=args.timeout, reload=args.reload)
+    default_groups = config.default_proxy_groups()
+    url = nearest_url(config.shoal_server_url, config.caches)
+    urls, warnings = parse_response(fetch(url, config.timeout, config.ca_file), env.loads, url)
+    for warning in warnings:
+        logger.warning("%s", warning)
+    if args.frontier:
+        env.stdout.write(frontier_string(urls, default_groups) + "\n")
+        return Exit.OK
+    value = cvmfs_proxy_value(urls, default_groups)
+    if args.dump:
+        env.stdout.write(value + "\n")
+        return Exit.OK
+    write_cvmfs(config, value, env)
+    return Exit.OK
+
+
+def main(argv=None, env=None):
+    """Entry point of ``shoal-client``; returns the exit status."""
+    env = env or Environment()
+    argv = sys.argv[1:] if argv is None else argv
+    handler = logging.StreamHandler(env.stderr)
+    handler.setFormatter(logging.Formatter("shoal-client: %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.quiet:
+            logger.setLevel(logging.ERROR)
+        if args.help:
+            env.stdout.write(parser.format_help())
+            return Exit.OK
+        if args.version:
+            env.stdout.write("shoal-client %s\n" % __version__)
+            return Exit.OK
+        return run(args, env)
+    except ConfigError as err:
+        logger.error("error: %s", err)
+        return err.exit_code
+    except ClientError as err:
+        logger.error("error: %s", err)
+        return err.exit_code
+    finally:
+        logger.removeHandler(handler)

@@ -1,0 +1,194 @@
+"""The pure CVMFS_HTTP_PROXY edit and the crash-safe file replacement."""
+import fcntl
+import os
+import stat
+import subprocess
+import sys
+import time
+import unittest
+
+from _helpers import REALISTIC_LOCAL, TempDir, read_bytes, raises_with, write_bytes
+from shoal_client.cvmfsconf import (TEMP_SUFFIX, ConfigFileError, DirectoryLock, LockTimeout, current_values,
+                                    rewrite, update_file)
+
+VALUE = "http://a.example.org:3128;http://[2001:db8::1]:3128;DIRECT"
+LINE = b'CVMFS_HTTP_PROXY="' + VALUE.encode("ascii") + b'"'
+
+
+class RewriteTest(unittest.TestCase):
+    def test_realistic_file_only_proxy_line_changes(self):
+        new = rewrite(REALISTIC_LOCAL, VALUE)
+        old_lines, new_lines = REALISTIC_LOCAL.splitlines(True), new.splitlines(True)
+        self.assertEqual(len(old_lines), len(new_lines))
+        changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+        self.assertEqual(changed, [6])
+        self.assertEqual(new_lines[6], LINE + b"  # shoal\n")
+        self.assertEqual(current_values(new), [VALUE.encode("ascii")])
+        self.assertEqual(current_values(b"CVMFS_HTTP_PROXY=a\nexport CVMFS_HTTP_PROXY='b' # c\n"), [b"a", b"b"])
+
+    def test_append_when_missing(self):
+        self.assertEqual(rewrite(b"A=1\n", VALUE), b"A=1\n" + LINE + b"\n")
+
+    def test_append_after_last_line_without_newline(self):
+        self.assertEqual(rewrite(b"A=1", VALUE), b"A=1\n" + LINE + b"\n")
+
+    def test_empty_file(self):
+        self.assertEqual(rewrite(b"", VALUE), LINE + b"\n")
+
+    def test_crlf_file(self):
+        self.assertEqual(rewrite(b"A=1\r\nCVMFS_HTTP_PROXY=DIRECT\r\nB=2\r\n", VALUE),
+                         b"A=1\r\n" + LINE + b"\r\nB=2\r\n")
+        self.assertEqual(rewrite(b"A=1\r\n", VALUE), b"A=1\r\n" + LINE + b"\r\n")
+
+    def test_styles(self):
+        for old, new in (
+                (b"CVMFS_HTTP_PROXY=DIRECT\n", LINE + b"\n"),
+                (b"CVMFS_HTTP_PROXY=\n", LINE + b"\n"),
+                (b"CVMFS_HTTP_PROXY=http://x:3128;DIRECT\n", LINE + b"\n"),
+                (b"CVMFS_HTTP_PROXY='DIRECT'\n", b"CVMFS_HTTP_PROXY='" + VALUE.encode() + b"'\n"),
+                (b"export CVMFS_HTTP_PROXY=\"x\"\n", b"export " + LINE + b"\n"),
+                (b"  CVMFS_HTTP_PROXY=\"x\"\t# comment \"q\"\n", b"  " + LINE + b"\t# comment \"q\"\n"),
+                (b"CVMFS_HTTP_PROXY=\"a\\\"b\"\n", LINE + b"\n"),
+                (b"CVMFS_HTTP_PROXY=\"${SITE};DIRECT\"\n", LINE + b"\n")):
+            self.assertEqual(rewrite(old, VALUE), new, old)
+
+    def test_lines_that_are_not_assignments_stay(self):
+        text = (b"#CVMFS_HTTP_PROXY=\"x\"\nMY_CVMFS_HTTP_PROXY=x\nCVMFS_HTTP_PROXY_X=1\n"
+                b"echo CVMFS_HTTP_PROXY=x\nCVMFS_HTTP_PROXY =x\n")
+        self.assertEqual(rewrite(text, VALUE), text + LINE + b"\n")
+
+    def test_every_assignment_is_set(self):
+        self.assertEqual(rewrite(b"CVMFS_HTTP_PROXY=a\nB=1\nCVMFS_HTTP_PROXY='b'\n", "DIRECT"),
+                         b"CVMFS_HTTP_PROXY=\"DIRECT\"\nB=1\nCVMFS_HTTP_PROXY='DIRECT'\n")
+
+    def test_unchanged_value_gives_identical_bytes(self):
+        once = rewrite(REALISTIC_LOCAL, VALUE)
+        self.assertEqual(rewrite(once, VALUE), once)
+
+    def test_refuses_what_it_cannot_parse(self):
+        for text in (b"CVMFS_HTTP_PROXY=\"a;\nb\"\n", b"CVMFS_HTTP_PROXY='a\n", b"CVMFS_HTTP_PROXY=\"a\"b\n",
+                     b"CVMFS_HTTP_PROXY=$(cat /x)\n", b"CVMFS_HTTP_PROXY=\"a\";echo\n",
+                     b"CVMFS_HTTP_PROXY=\"a\\\"\n"):
+            self.assertRaises(ConfigFileError, rewrite, text, VALUE)
+
+    def test_refuses_unsafe_values(self):
+        for value in ("", "a b", "a\"b", "$(x)", "a\nb", "`x`", "a'b", "a\\b", u"\u00e9"):
+            self.assertRaises(ValueError, rewrite, b"", value)
+
+
+class UpdateFileTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = TempDir()
+        self.dir = self.tmp.__enter__()
+        self.path = os.path.join(self.dir, "default.local")
+
+    def tearDown(self):
+        self.tmp.__exit__(None, None, None)
+
+    def test_replaces_and_keeps_mode(self):
+        write_bytes(self.path, REALISTIC_LOCAL)
+        os.chmod(self.path, 0o640)
+        inode = os.stat(self.path).st_ino
+        self.assertTrue(update_file(self.path, VALUE))
+        self.assertEqual(read_bytes(self.path), rewrite(REALISTIC_LOCAL, VALUE))
+        st = os.stat(self.path)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o640)
+        self.assertNotEqual(st.st_ino, inode)  # replaced by rename, not rewritten in place
+        self.assertEqual(sorted(os.listdir(self.dir)), ["default.local"])
+
+    def test_keeps_owner(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to give the file another owner")
+        write_bytes(self.path, b"A=1\n")
+        os.chown(self.path, 4321, 4322)
+        update_file(self.path, VALUE)
+        st = os.stat(self.path)
+        self.assertEqual((st.st_uid, st.st_gid), (4321, 4322))
+
+    def test_unchanged_file_is_not_touched(self):
+        write_bytes(self.path, rewrite(REALISTIC_LOCAL, VALUE))
+        os.utime(self.path, (1000000000, 1000000000))
+        inode = os.stat(self.path).st_ino
+        self.assertFalse(update_file(self.path, VALUE))
+        st = os.stat(self.path)
+        self.assertEqual((st.st_mtime, st.st_ino), (1000000000, inode))
+
+    def test_creates_missing_file(self):
+        self.assertTrue(update_file(self.path, VALUE))
+        self.assertEqual(read_bytes(self.path), LINE + b"\n")
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o644)
+
+    def test_follows_symlink(self):
+        real = os.path.join(self.dir, "real.local")
+        write_bytes(real, b"A=1\n")
+        os.symlink("real.local", self.path)
+        update_file(self.path, VALUE)
+        self.assertTrue(os.path.islink(self.path))
+        self.assertEqual(read_bytes(real), b"A=1\n" + LINE + b"\n")
+
+    def test_failure_before_rename_leaves_original_and_no_temp(self):
+        write_bytes(self.path, REALISTIC_LOCAL)
+        seen = []
+
+        def hook(temp):
+            seen.append(read_bytes(temp))
+            raise RuntimeError("crash")
+
+        self.assertRaises(RuntimeError, update_file, self.path, VALUE, before_rename=hook)
+        self.assertEqual(seen, [rewrite(REALISTIC_LOCAL, VALUE)])  # the temp file was complete
+        self.assertEqual(read_bytes(self.path), REALISTIC_LOCAL)
+        self.assertEqual(os.listdir(self.dir), ["default.local"])
+
+    def test_stale_temp_files_are_removed(self):
+        write_bytes(self.path, b"A=1\n")
+        stale = os.path.join(self.dir, ".default.local.abc123" + TEMP_SUFFIX)
+        other = os.path.join(self.dir, "unrelated" + TEMP_SUFFIX)
+        write_bytes(stale, b"half")
+        write_bytes(other, b"keep")
+        update_file(self.path, VALUE)
+        self.assertFalse(os.path.exists(stale))
+        self.assertTrue(os.path.exists(other))
+
+    def test_refused_file_is_left_alone(self):
+        write_bytes(self.path, b"CVMFS_HTTP_PROXY=\"unterminated\n")
+        raises_with(self, ConfigFileError, "unterminated", update_file, self.path, VALUE)
+        self.assertEqual(read_bytes(self.path), b"CVMFS_HTTP_PROXY=\"unterminated\n")
+
+    def test_missing_directory(self):
+        self.assertRaises(OSError, update_file, os.path.join(self.dir, "nope", "default.local"), VALUE)
+
+    def test_lock_held_by_another_process(self):
+        write_bytes(self.path, b"A=1\n")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import fcntl, os, sys, time\n"
+             "fd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+             "sys.stdout.write('locked\\n'); sys.stdout.flush(); time.sleep(30)\n", self.dir],
+            stdout=subprocess.PIPE)
+        try:
+            self.assertEqual(holder.stdout.readline().strip(), b"locked")
+            start = time.time()
+            self.assertRaises(LockTimeout, update_file, self.path, VALUE, lock_timeout=0.5)
+            self.assertLess(time.time() - start, 10)
+            self.assertEqual(read_bytes(self.path), b"A=1\n")
+        finally:
+            holder.kill()
+            holder.wait()
+            holder.stdout.close()
+        self.assertTrue(update_file(self.path, VALUE, lock_timeout=5))
+
+    def test_lock_waits_for_release(self):
+        sleeps = []
+        with DirectoryLock(self.dir, 5):
+            fd = os.open(self.dir, os.O_RDONLY)
+            try:
+                self.assertRaises((IOError, OSError), fcntl.flock, fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(fd)
+        lock = DirectoryLock(self.dir, 5, sleep=sleeps.append)
+        with lock:
+            pass
+        self.assertEqual(sleeps, [])
+
+
+if __name__ == "__main__":
+    unittest.main()
