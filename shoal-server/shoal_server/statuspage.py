@@ -240,10 +240,9 @@ def _row(e: CacheEntry, now: float, tolerance: float) -> str:
     ips = [(label, value) for label, value in (("public", hb.public_ip), ("private", hb.private_ip),
                                                 ("external", hb.external_ip)) if value]
     ip_cell = "<br>".join(f'<span class="ip" title="{label}">{_e(value)}</span>' for label, value in ips)
-    if hb.drifting(tolerance):
-        drift = f'<span class="flag">{hb.drift:+.0f} s</span>'
-    else:
-        drift = f'<span class="muted">{hb.drift:+.0f} s</span>'
+    seconds = int(round(hb.drift))
+    drift_text = f"{seconds:+d} s" if seconds else "0 s"
+    drift = f'<span class="{"flag" if hb.drifting(tolerance) else "muted"}">{drift_text}</span>'
     verified = '<span class="yes">yes</span>' if e.is_verified else '<span class="no">no</span>'
     return (
         f'<tr data-uuid="{_e(e.uuid)}">'
