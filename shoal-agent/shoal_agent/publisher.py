@@ -1,0 +1,190 @@
+"""Publish heartbeats over one persistent AMQP connection, with publisher confirms and failover.
+
+The connection is opened once and reused for every heartbeat (the 2014 agent opened one per
+message); when it breaks, the next attempt walks through ``amqp_servers`` once, starting with the
+broker that worked last. Pacing of retries belongs to the caller (``Backoff``), so this class
+never sleeps and never decides how loudly to log.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Callable, List, Optional, Tuple
+
+import pika
+import pika.exceptions
+
+from . import __version__
+from .amqp import CONTENT_TYPE, ROUTING_KEY, RabbitSettings, authenticated_user, connection_params, declare_exchange
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_INITIAL = 1.0
+BACKOFF_CAP = 60.0
+ACCESS_REFUSED = 403
+
+
+class PublishError(Exception):
+    """A heartbeat did not reach a broker (or was refused); the message is the reason."""
+
+
+class Backoff:
+    """Exponential retry delays with +-20 % jitter, capped, so a fleet of agents never retries in step."""
+
+    def __init__(self, initial: float = BACKOFF_INITIAL, cap: float = BACKOFF_CAP, factor: float = 2.0,
+                 jitter: float = 0.2, rand: Callable[[], float] = random.random) -> None:
+        self.initial, self.cap, self.factor, self.jitter = initial, cap, factor, jitter
+        self._rand = rand
+        self._delay = initial
+        self.failures = 0
+
+    def next(self) -> float:
+        """The delay before the next attempt after one more failure."""
+        self.failures += 1
+        delay = self._delay * (1.0 + self.jitter * (2.0 * self._rand() - 1.0))
+        self._delay = min(self._delay * self.factor, self.cap)
+        return min(delay, self.cap)
+
+    def reset(self) -> None:
+        self._delay = self.initial
+        self.failures = 0
+
+
+def describe(err: BaseException) -> str:
+    """A one-line reason from pika's nested connection errors (the innermost cause is the useful one)."""
+    for _ in range(5):
+        nested = getattr(err, "exceptions", None) or getattr(err, "args", ())
+        inner = [item for item in nested if isinstance(item, BaseException)] if isinstance(nested, (list, tuple)) else []
+        if not inner and isinstance(getattr(err, "exception", None), BaseException):
+            inner = [err.exception]  # type: ignore[attr-defined]  # pika's connector errors
+        if not inner:
+            break
+        err = inner[-1]
+    text = " ".join(str(a) for a in getattr(err, "args", ()) if not isinstance(a, BaseException)) or str(err)
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror
+    return f"{type(err).__name__}: {text}".splitlines()[0][:240] if text else type(err).__name__
+
+
+class Publisher:
+    """One broker connection at a time; ``publish`` connects (or reconnects once) on demand."""
+
+    def __init__(self, settings: RabbitSettings, client_name: str = "shoal-agent",
+                 connect: Callable[[pika.ConnectionParameters], pika.BlockingConnection] = pika.BlockingConnection,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.brokers: List[Tuple[str, int]] = settings.brokers()
+        self.client_name = client_name
+        self.user_id = authenticated_user(settings)
+        self._connect = connect
+        self._clock = clock
+        self._index = 0
+        self._connection: Optional[pika.BlockingConnection] = None
+        self._channel: Optional[pika.adapters.blocking_connection.BlockingChannel] = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and self._connection.is_open and self._channel is not None \
+            and self._channel.is_open
+
+    @property
+    def broker(self) -> str:
+        host, port = self.brokers[self._index]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def connect(self) -> None:
+        """Open a connection to the first broker that answers, starting with the last good one."""
+        self.close()
+        reasons = []
+        for step in range(len(self.brokers)):
+            index = (self._index + step) % len(self.brokers)
+            host, port = self.brokers[index]
+            try:
+                self._open(host, port)
+            except (pika.exceptions.AMQPError, OSError, ValueError) as err:
+                self.close()
+                reasons.append(f"{host}:{port} {describe(err)}")
+                continue
+            self._index = index
+            logger.info("connected to AMQP broker %s as %s (exchange %s)", self.broker, self.user_id,
+                        self.settings.amqp_exchange)
+            return
+        raise PublishError("; ".join(reasons))
+
+    def _open(self, host: str, port: int) -> None:
+        params = connection_params(self.settings, host, port)
+        params.client_properties = {"connection_name": self.client_name, "product": "shoal-agent",
+                                    "version": __version__}
+        self._connection = self._connect(params)
+        channel = self._connection.channel()
+        try:
+            declare_exchange(channel, self.settings.amqp_exchange)
+        except pika.exceptions.ChannelClosedByBroker as err:
+            if err.reply_code != ACCESS_REFUSED:
+                raise
+            # A broker that lets agents only write to the exchange refuses to (re)declare it;
+            # checking that it exists is then all an agent may and needs to do.
+            channel = self._connection.channel()
+            channel.exchange_declare(exchange=self.settings.amqp_exchange, passive=True)
+        channel.confirm_delivery()
+        self._channel = channel
+
+    def publish(self, body: bytes, expiration: str) -> bool:
+        """Publish one heartbeat and wait for the broker's confirm.
+
+        Returns False when the broker confirmed it but no queue was bound (no server is consuming);
+        raises PublishError when no broker took it.
+        """
+        if not self.connected:
+            self.connect()
+        try:
+            return self._publish(body, expiration)
+        except PublishError:
+            raise
+        except (pika.exceptions.AMQPError, OSError) as err:
+            # A connection that died while idle costs one immediate reconnect, not a backoff.
+            logger.info("AMQP connection to %s lost (%s); reconnecting", self.broker, describe(err))
+            self.connect()
+            try:
+                return self._publish(body, expiration)
+            except (pika.exceptions.AMQPError, OSError) as again:
+                self.close()
+                raise PublishError(f"{self.broker} {describe(again)}") from None
+
+    def _publish(self, body: bytes, expiration: str) -> bool:
+        assert self._channel is not None
+        properties = pika.BasicProperties(content_type=CONTENT_TYPE, user_id=self.user_id, expiration=expiration,
+                                          timestamp=int(self._clock()), app_id="shoal-agent", delivery_mode=1)
+        try:
+            self._channel.basic_publish(self.settings.amqp_exchange, ROUTING_KEY, body, properties, mandatory=True)
+        except pika.exceptions.UnroutableError:
+            return False
+        except pika.exceptions.NackError:
+            raise PublishError(f"{self.broker} refused the heartbeat (basic.nack)") from None
+        except pika.exceptions.ChannelClosedByBroker as err:
+            # e.g. 406 PRECONDITION_FAILED for a user_id that is not the authenticated user
+            self._channel = None
+            raise PublishError(f"{self.broker} closed the channel: {err.reply_code} {err.reply_text}") from None
+        return True
+
+    def idle(self, seconds: float) -> None:
+        """Service the connection (AMQP heartbeats, close frames) for up to ``seconds``."""
+        if self._connection is None:
+            time.sleep(seconds)
+            return
+        try:
+            self._connection.process_data_events(time_limit=seconds)
+        except (pika.exceptions.AMQPError, OSError) as err:
+            broker = self.broker
+            self.close()
+            raise PublishError(f"{broker} {describe(err)}") from None
+
+    def close(self) -> None:
+        """Close the connection if one is open; never raises."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except (pika.exceptions.AMQPError, OSError):
+                pass
