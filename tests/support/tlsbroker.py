@@ -156,9 +156,13 @@ class TLSBroker:
 
     def add_agent(self, name: str) -> Identity:
         """Certificate plus a broker user that may only publish to the shoal exchange."""
-        ident = self.issue("agent", name)
-        self.users("add-agent", name)
-        return ident
+        return self.add_agents(name)[name]
+
+    def add_agents(self, *names: str) -> Dict[str, Identity]:
+        """Several agents at once (one broker command for all the users); keyed by CN."""
+        idents = {name: self.issue("agent", name) for name in names}
+        self.users("add-agent", *names)
+        return idents
 
     def add_server(self, name: str = "shoal-server") -> Identity:
         """Certificate plus a broker user that may only consume through its own queue."""
