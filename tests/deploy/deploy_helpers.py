@@ -1,0 +1,58 @@
+"""Helpers shared by the deployment tests (imported by conftest.py and the test modules)."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("server", "agent", "client")
+
+
+def package_version(short: str) -> str:
+    """``__version__`` of shoal_<short>, read the way repo/build-rpms.sh reads it."""
+    tree = ast.parse((ROOT / f"shoal-{short}" / f"shoal_{short}" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__version__" for t in node.targets):
+            return str(ast.literal_eval(node.value))
+    raise AssertionError(f"shoal_{short} has no __version__")
+
+
+def run(cmd: List[str], timeout: float = 300, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a command; on failure the assertion shows its output."""
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, **kw)
+    if check:
+        assert proc.returncode == 0, (f"{' '.join(map(str, cmd))} -> {proc.returncode}\n"
+                                      f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def make_env(**extra: str) -> Dict[str, str]:
+    """This environment without any SHOAL_* setting of the caller, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    env.update(extra)
+    return env
+
+
+def make(target: str, env: Dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`make TARGET` with this interpreter's venv, without letting make reinstall the venv."""
+    venv = sys.prefix
+    return run(["make", "-C", str(ROOT), f"VENV={venv}", "-o", f"{venv}/.installed", target], env=env,
+               timeout=timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    dist: Path      # what `make rpms` wrote (SHOAL_DIST_DIR)
+    repo: Path      # what `make repo` wrote (SHOAL_REPO_DIR), served at url
+    url: str        # SHOAL_REPO_URL
+    versions: Dict[str, str]
+    output: str
+
+    def rpm(self, short: str, kind: str = "noarch") -> Path:
+        return self.dist / f"shoal-{short}-{self.versions[short]}-1.{kind}.rpm"
