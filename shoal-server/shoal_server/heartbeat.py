@@ -19,6 +19,8 @@ CACHE_TYPES = ("squid", "varnish")
 
 _UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}\Z")  # what ipaddress accepts, canonical
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_~-]{0,63}\Z")
 _PORT_TEXT_RE = re.compile(r"[0-9]{1,5}\Z")
 
@@ -98,7 +100,9 @@ def is_hostname(name: str) -> bool:
     """True for an RFC 1123 host name (a trailing dot allowed) or an IPv4/IPv6 literal."""
     if not isinstance(name, str) or not name or len(name) > 254:
         return False
-    if _ip_or_none(name) is not None:
+    # Only digits-and-dots (IPv4) or a colon (IPv6) can be a literal; skipping the parse
+    # attempt for names saves two exceptions per heartbeat.
+    if (":" in name or name.replace(".", "").isdigit()) and _ip_or_none(name) is not None:
         return True
     labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
     if len(".".join(labels)) > 253:
@@ -138,7 +142,14 @@ def _address(data: Mapping[str, Any], key: str) -> Optional[str]:
         return None
     if not isinstance(value, str):
         raise InvalidHeartbeat("bad_ip", f"{key} is not a string")
-    addr = _ip_or_none(value.strip())
+    text = value.strip()
+    if _IPV4_RE.match(text):
+        # Canonical dotted quad: the same answer as ipaddress, at a tenth of the cost.
+        first = int(text[:text.index(".")])
+        if text == "0.0.0.0" or 224 <= first <= 239:
+            raise InvalidHeartbeat("bad_ip", f"{key} is not a usable IP address")
+        return text
+    addr = _ip_or_none(text)
     if addr is None or addr.is_unspecified or addr.is_multicast:
         raise InvalidHeartbeat("bad_ip", f"{key} is not a usable IP address")
     return str(addr)
