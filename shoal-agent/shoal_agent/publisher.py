@@ -127,6 +127,8 @@ class Publisher:
             # checking that it exists is then all an agent may and needs to do.
             channel = self._connection.channel()
             channel.exchange_declare(exchange=self.settings.amqp_exchange, passive=True)
+            logger.info("exchange %s exists (this user may publish to it but not declare it)",
+                        self.settings.amqp_exchange)
         channel.confirm_delivery()
         self._channel = channel
 
