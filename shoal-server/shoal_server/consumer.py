@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Counter, Dict, Optional
+from typing import Callable, Counter, Dict, Optional, Tuple
 
 import pika
 import pika.exceptions
@@ -47,6 +47,11 @@ class ConsumerStatus:
                 self.accepted += 1
             else:
                 self.dropped[reason] += 1
+
+    def connection_state(self) -> Tuple[bool, float]:
+        """Return (connected, when that last changed), read together."""
+        with self._lock:
+            return self.connected, self.changed_at
 
     def disconnected_for(self) -> float:
         """Seconds since the consumer lost (or never had) its connection; 0 while connected."""
@@ -107,30 +112,35 @@ class Consumer:
     """Bind an exclusive queue to the Shoal exchange and feed every message to a HeartbeatSink."""
 
     def __init__(self, settings: RabbitSettings, sink: HeartbeatSink, status: ConsumerStatus,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, backoff_cap: float = BACKOFF_CAP) -> None:
         self._settings, self._sink, self._status, self._stop = settings, sink, status, stop
+        self._backoff_cap = backoff_cap
+        self._retry_log = RateLimitedLog(logger, period=60.0)  # an outage logs a line a minute, not a second
         self._pending_tag = 0
         self._pending_count = 0
 
     def run(self) -> None:
         """Consume until ``stop`` is set; every broker failure ends in a capped, jittered retry."""
-        delay = 1.0
+        first_delay = delay = min(1.0, self._backoff_cap)
         brokers = self._settings.brokers()
         index = 0
         while not self._stop.is_set():
             host, port = brokers[index % len(brokers)]
             try:
                 self._consume(host, port)
-                delay = 1.0
             except (pika.exceptions.AMQPError, OSError) as err:
-                logger.warning("AMQP broker %s:%s unavailable (%s); retrying in %.0f s",
-                               host, port, _describe(err), delay)
+                if self._status.connected:  # a working connection broke: start the backoff afresh
+                    delay = first_delay
+                self._retry_log.warning("unavailable", "AMQP broker %s:%s unavailable (%s); retrying in %.1f s",
+                                        host, port, _describe(err), delay)
+            except Exception:  # a bug must not end consumption for the life of the process
+                logger.exception("consumer failed on %s:%s; reconnecting in %.1f s", host, port, delay)
             finally:
                 self._status.set_connected(False)
             index += 1
             if self._stop.wait(delay * random.uniform(0.8, 1.2)):
                 break
-            delay = min(delay * 2, BACKOFF_CAP)
+            delay = min(delay * 2, self._backoff_cap)
 
     def _consume(self, host: str, port: int) -> None:
         self._pending_count = 0

@@ -1,6 +1,7 @@
 """Wire the server together: table, GeoIP, consumer and purge threads, and the web app."""
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -12,6 +13,7 @@ from .config import ServerConfig
 from .consumer import Consumer, ConsumerStatus, HeartbeatSink
 from .geo import GeoLocator, open_locator
 from .heartbeat import Limits
+from .snapshot import Snapshots
 from .table import CacheTable
 from .webapp import create_app
 
@@ -33,6 +35,9 @@ class ShoalService:
                              drift_tolerance=cache.cache_clock_drift,
                              require_user_id=config.rabbitmq.use_ssl)
         self.sink = HeartbeatSink(self.table, self.locator, self.limits, self.status, clock)
+        self.snapshots = Snapshots(config.general.state_dir, config.rabbitmq.amqp_exchange, self.limits,
+                                   cache.cache_inactive_time)
+        self._expiry_paused = False
         self.stop_event = threading.Event()
         self._threads: List[threading.Thread] = []
         self._started = False
@@ -50,8 +55,16 @@ class ShoalService:
             if self._started:
                 return
             self._started = True
-            consumer = Consumer(self.config.rabbitmq, self.sink, self.status, self.stop_event)
-            for name, target in (("shoal-consumer", consumer.run), ("shoal-purge", self._purge_loop)):
+            self.restore()
+            # mod_wsgi never calls stop(); its daemon processes run atexit handlers when Apache
+            # stops or recycles them, so the table is saved there too (stop() is idempotent).
+            atexit.register(self.stop)
+            consumer = Consumer(self.config.rabbitmq, self.sink, self.status, self.stop_event,
+                                backoff_cap=reconnect_cap(self.config.cache.cache_inactive_time))
+            loops = [("shoal-consumer", consumer.run), ("shoal-purge", self._purge_loop)]
+            if self.snapshots.enabled:
+                loops.append(("shoal-snapshot", self._snapshot_loop))
+            for name, target in loops:
                 thread = threading.Thread(target=target, name=name, daemon=True)
                 thread.start()
                 self._threads.append(thread)
@@ -62,15 +75,68 @@ class ShoalService:
             self.purge()
 
     def purge(self) -> List[str]:
-        """Drop caches silent for longer than ``cache_inactive_time``."""
-        gone = self.table.expire(self.clock(), self.config.cache.cache_inactive_time)
+        """Drop caches silent for longer than ``cache_inactive_time``, unless the broker outage explains it."""
+        now = self.clock()
+        inactive = self.config.cache.cache_inactive_time
+        connected, since = self.status.connection_state()
+        if not expiry_allowed(connected, since, now, inactive):
+            if not self._expiry_paused:
+                logger.log(logging.INFO if connected else logging.WARNING,
+                           "consumer %s: cache expiry waits until it has been connected for %.0f s",
+                           "connected recently" if connected else "disconnected", inactive)
+            self._expiry_paused = True
+            return []
+        if self._expiry_paused:
+            logger.info("cache expiry resumed")
+            self._expiry_paused = False
+        gone = self.table.expire(now, inactive)
         if gone:
             logger.info("purged %d inactive cache(s): %s", len(gone), ", ".join(gone[:10]))
         return gone
 
+    def restore(self) -> int:
+        """Load the table snapshot from ``state_dir`` (if any), so the first answers are not empty."""
+        if not self.snapshots.prepare():
+            return 0
+        entries = self.snapshots.load(self.clock(), self.locator.locate)
+        self.table.load(entries)
+        return len(entries)
+
+    def save(self) -> bool:
+        """Write the table snapshot now (no-op without ``state_dir``)."""
+        return self.snapshots.save(self.table.snapshot(), self.clock())
+
+    def _snapshot_loop(self) -> None:
+        while not self.stop_event.wait(self.config.general.snapshot_interval):
+            self.save()
+
     def stop(self, timeout: float = 1.5) -> None:
+        """Stop the threads and, if they ran, save the table one last time; later calls do nothing."""
+        if self.stop_event.is_set():
+            return
         self.stop_event.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if self._started:
+            self.save()
         self.locator.close()
+
+
+def expiry_allowed(connected: bool, since: float, now: float, grace: float) -> bool:
+    """Expire caches only after the consumer has been connected for ``grace`` seconds.
+
+    While the broker is unreachable no heartbeat can arrive, so silence says nothing about a
+    cache; with ``grace`` = the inactive time, every cache gets its full allowance counted
+    from the reconnection, i.e. the outage is not held against it.
+    """
+    return connected and now - since >= grace
+
+
+def reconnect_cap(inactive_time: float) -> float:
+    """Longest wait between reconnection attempts: short against the inactive time, at most 10 s.
+
+    A refused TCP connection costs the broker nothing, and every second disconnected is a
+    second of heartbeats this server never sees.
+    """
+    return max(0.5, min(10.0, inactive_time / 4))

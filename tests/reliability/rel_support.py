@@ -1,0 +1,126 @@
+"""Real shoal-agent processes and polling helpers for the reliability tests."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Dict, List, Mapping, Optional
+
+from support.procs import ServerProcess, http_get, write_ini
+
+AGENT_BIN = os.path.join(os.path.dirname(sys.executable), "shoal-agent")
+
+# Addresses the bundled GeoLite2 places at real sites, so /nearest has something to rank.
+SITES = {"cern": "188.184.1.1", "fnal": "131.225.1.1", "triumf": "142.90.1.1", "kek": "130.87.1.1"}
+VICTORIA = "142.104.1.1"
+
+
+def rabbit_settings(port: int, exchange: str, **extra: object) -> Dict[str, object]:
+    return {"amqp_server_url": "127.0.0.1", "amqp_port": port, "amqp_username": "guest",
+            "amqp_password": "guest", "amqp_exchange": exchange, **extra}
+
+
+class AgentProcess:
+    """One real ``shoal-agent`` daemon with its own config and state dir, stopped by PID."""
+
+    def __init__(self, workdir: str, name: str, rabbitmq: Mapping[str, object], interval: float,
+                 site: str = "cern", general: Optional[Mapping[str, object]] = None) -> None:
+        os.makedirs(workdir, exist_ok=True)
+        self.workdir, self.name = workdir, name
+        self.hostname = f"{name}.squid.example.org"
+        self.log_path = os.path.join(workdir, "agent.log")
+        sections = {
+            "general": {"interval": interval, "external_ip": SITES[site], "dnsname": self.hostname,
+                        "interface": "lo", "squid_port": 3128, "state_dir": os.path.join(workdir, "state"),
+                        **dict(general or {})},
+            "rabbitmq": dict(rabbitmq),
+            "logging": {"log_file": self.log_path, "logging_level": "info"},
+        }
+        self.config_path = write_ini(os.path.join(workdir, "shoal_agent.conf"), sections)
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "AgentProcess":
+        out = open(os.path.join(self.workdir, "agent.out"), "ab")
+        self.proc = subprocess.Popen([AGENT_BIN, "--config", self.config_path], stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        out.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def output(self) -> str:
+        text = ""
+        for name in ("agent.log", "agent.out"):
+            try:
+                with open(os.path.join(self.workdir, name)) as handle:
+                    text += handle.read()
+            except OSError:
+                pass
+        return text
+
+
+def listed(server: ServerProcess, timeout: float = 5.0) -> Dict[str, dict]:
+    """The server's /all as hostname -> record."""
+    data = server.get_json("/all", timeout=timeout)
+    return {record["hostname"]: record for record in data.values()}
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.1, what: str = "condition"):
+    """Poll ``predicate`` (exceptions count as false) until it returns something true."""
+    deadline = time.monotonic() + timeout
+    last_error: Optional[BaseException] = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, AssertionError, ValueError, KeyError) as err:
+            last_error = err
+        time.sleep(step)
+    raise AssertionError(f"{what} not met within {timeout} s (last error: {last_error!r})")
+
+
+def fresh(server: ServerProcess, hostnames, since: float) -> bool:
+    """True when every host is listed with a heartbeat received after ``since`` (epoch seconds)."""
+    records = listed(server)
+    return all(h in records and records[h]["last_active"] > since for h in hostnames)
+
+
+class Watcher(threading.Thread):
+    """Poll a server's /nearest and /all in the background and record every answer."""
+
+    def __init__(self, server: ServerProcess, period: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.server, self.period = server, period
+        self.samples: List[tuple] = []   # (time, /nearest status, /all count or None, error)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.period):
+            now = time.time()
+            try:
+                status, _, _ = http_get(f"{self.server.url}/nearest/3?ip={VICTORIA}", timeout=3)
+                count = len(listed(self.server, timeout=3))
+                self.samples.append((now, status, count, None))
+            except (OSError, ValueError, AssertionError) as err:
+                self.samples.append((now, None, None, repr(err)))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
