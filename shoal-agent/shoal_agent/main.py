@@ -181,7 +181,8 @@ def main(argv: Optional[List[str]] = None, out: Optional[TextIO] = None, err: Op
             return ExitCode.INTERRUPTED
         if reason:
             print(f"shoal-agent: heartbeat not sent: {reason}", file=err)
-            logger.error("heartbeat not sent: %s", reason)
+            if config.logging.log_file:   # otherwise the line above already went to stderr
+                logger.error("heartbeat not sent: %s", reason)
             return ExitCode.NOT_SENT
         return ExitCode.OK
 
