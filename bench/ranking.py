@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Ranking: what /nearest costs as the table grows, in-process and over HTTP, next to /healthz.
+
+In-process: the server's ranking path (table columns + RankIndex) for a located client, after
+a table change (the column copy included), for an unplaced client, and the plain Python loop
+the ranking used before (one ``cost()`` per cache) for comparison; plus the whole WSGI app
+called directly. Over HTTP: wrk against a real shoal-server (cheroot) filled through the
+broker, and against Apache mod_wsgi when the deployment harness (tests/deploy) is there.
+Targets: in-process <= 1 ms at 1,000 caches and <= 20 ms at 100,000; /nearest at 10,000 caches
+<= 3x /healthz over HTTP.
+"""
+from __future__ import annotations
+
+import heapq
+import io
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid as uuidlib
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+from shoal_server.geo import Location  # noqa: E402
+from shoal_server.heartbeat import Heartbeat  # noqa: E402
+from shoal_server.ranking import RankIndex, Weights, _angle, cost  # noqa: E402
+from shoal_server.table import CacheTable  # noqa: E402
+
+CLIENT_IP = "142.104.1.1"          # Victoria, BC: GeoLite2 places it
+TARGETS = {1000: 1.0, 100000: 20.0}  # in-process ms
+
+
+def synthetic_table(n: int, seed: int = 7) -> CacheTable:
+    """``n`` caches at 2,000 sites spread over the globe, with random loads."""
+    rnd = random.Random(seed)
+    sites = [Location(rnd.uniform(-60, 70), rnd.uniform(-180, 180)) for _ in range(min(n, 2000))]
+    table = CacheTable()
+    for i in range(n):
+        site = sites[i % len(sites)]
+        hb = Heartbeat(uuid=f"c{i:06d}", hostname=f"squid{i}.example.org", squid_port=3128,
+                       public_ip=f"{20 + i // 65536 % 200}.{i // 256 % 256}.{i % 256}.{7 + i % 200}",
+                       private_ip=None, external_ip=None, load=rnd.uniform(0, 100000), max_load=122000.0,
+                       timestamp=0.0, drift=0.0, verified=rnd.random() < 0.5, upstream="both",
+                       cache_type="squid", agent_version=None, user_id=None)
+        table.upsert(hb, 1000.0, lambda ip, site=site: site)
+    return table
+
+
+def plain_python_rank(entries: Any, client: Location, weights: Weights, n: int) -> list:
+    """The ranking loop as it was before the columns: one cost() per cache, then a heap."""
+    u = client.unit_vector
+    scored = []
+    for e in entries:
+        angle = _angle(u, e.unit)
+        scored.append((cost(angle, e.hb.load, e.hb.max_load, weights), angle, e))
+    return heapq.nsmallest(n, scored, key=lambda t: (t[0], t[1], t[2].hb.uuid))
+
+
+def wsgi_app(table: CacheTable) -> Any:
+    """The server's WSGI callable around ``table``, as ShoalService builds it."""
+    import web
+    from shoal_server.config import ServerConfig
+    from shoal_server.consumer import ConsumerStatus
+    from shoal_server.geo import open_locator
+    from shoal_server.webapp import create_app
+    web.config.debug = False
+    status = ConsumerStatus()
+    status.set_connected(True)
+    return create_app(table, open_locator(""), ServerConfig(), status).wsgifunc()
+
+
+def call_wsgi(app: Any, path: str, query: str = "") -> bytes:
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "REMOTE_ADDR": "127.0.0.1",
+               "SERVER_NAME": "localhost", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+               "wsgi.input": io.BytesIO(b""), "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "localhost"}
+    status: List[str] = []
+    body = b"".join(app(environ, lambda s, h, exc=None: status.append(s)))
+    assert status and status[0].startswith("200"), (path, status)
+    return body
+
+
+def in_process(sizes: List[int], quick: bool) -> List[Dict[str, Any]]:
+    weights = Weights()
+    client = Location(48.43, -123.37)
+    rows = []
+    for n in sizes:
+        table = synthetic_table(n)
+        reps = 5 if quick else max(15, min(300, 3_000_000 // max(n, 1)))
+        entries, cols = table.columns()
+        static = common.timed(lambda: RankIndex(*table.columns()).rank(client, None, weights, 5), reps)
+        hb = entries[0].hb
+
+        def after_change() -> None:
+            table.upsert(hb, 1000.0, lambda ip: None)
+            RankIndex(*table.columns()).rank(client, None, weights, 5)
+        changed = common.timed(after_change, reps)
+        upsert_only = common.timed(lambda: table.upsert(hb, 1000.0, lambda ip: None), reps)
+        unplaced = common.timed(lambda: RankIndex(*table.columns()).rank(None, "8.8.8.8", weights, 5), reps)
+        verified = common.timed(lambda: RankIndex(*table.columns()).rank(client, None, weights, 5, True), reps)
+        plain = common.timed(lambda: plain_python_rank(table.snapshot(), client, weights, 5), max(3, reps // 10))
+        app = wsgi_app(table)
+        query = f"ip={CLIENT_IP}"
+        wsgi_nearest = common.timed(lambda: call_wsgi(app, "/nearest", query), reps)
+        wsgi_health = common.timed(lambda: call_wsgi(app, "/healthz"), reps)
+        ms = lambda xs: common.median(xs) * 1000.0  # noqa: E731
+        rows.append({
+            "caches": n, "rank_ms": ms(static), "rank_p90_ms": common.percentile(static, 90) * 1000.0,
+            "rank_after_change_ms": max(0.0, ms(changed) - ms(upsert_only)), "unplaced_ms": ms(unplaced),
+            "verified_ms": ms(verified), "plain_python_ms": ms(plain), "wsgi_nearest_ms": ms(wsgi_nearest),
+            "wsgi_healthz_ms": ms(wsgi_health), "repeats": reps,
+        })
+    return rows
+
+
+def publish(host: str, port: int, exchange: str, bodies: List[bytes]) -> None:
+    from support.heartbeats import Publisher
+    pub = Publisher(exchange, host, port)
+    try:
+        for body in bodies:
+            pub.send(body)
+    finally:
+        pub.close()
+
+
+def over_http(sizes: List[int], quick: bool, seconds: float, conns: List[int]) -> List[Dict[str, Any]]:
+    rows: List[Dict[str, Any]] = []
+    exchange = f"bench-{uuidlib.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-rank-") as tmp, common.broker() as (host, port, _):
+        srv = common.server(os.path.join(tmp, "server"), host, port, exchange,
+                            cache={"cache_inactive_time": 3600, "cache_cleanse_interval": 60})
+        try:
+            ips = common.addresses(max(sizes), seed=11)
+            have = 0
+            for n in sizes:
+                now = time.time()
+                publish(host, port, exchange, [common.heartbeat_body(f"h{i:06d}", ips[i], 1000.0 + i % 5000, now)
+                                               for i in range(have, n)])
+                srv.wait_for(lambda h: h.get("caches") == n, timeout=120)
+                have = n
+                for c in conns:
+                    health = common.wrk(srv.url + "/healthz", c, seconds)
+                    near = common.wrk(srv.url + f"/nearest?ip={CLIENT_IP}", c, seconds)
+                    rows.append({"server": "cheroot", "caches": n, "connections": c,
+                                 "healthz_rps": health["rps"], "nearest_rps": near["rps"],
+                                 "healthz_p50_ms": health["p50_ms"], "nearest_p50_ms": near["p50_ms"],
+                                 "healthz_p99_ms": health["p99_ms"], "nearest_p99_ms": near["p99_ms"],
+                                 "ratio_p50": near["p50_ms"] / health["p50_ms"],
+                                 "ratio_rps": health["rps"] / near["rps"],
+                                 "errors": health["errors"] + near["errors"]})
+        finally:
+            srv.stop()
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=3.0, help="duration of each wrk run")
+    p.add_argument("--no-http", action="store_true")
+    args = p.parse_args(argv)
+    sizes = [10, 100] if args.quick else [10, 100, 1000, 10000, 100000]
+    local = in_process(sizes, args.quick)
+    md_local = common.table(
+        ["caches", "rank (ms)", "p90", "after a change", "unplaced client", "verified only", "plain Python loop",
+         "WSGI /nearest", "WSGI /healthz"],
+        [[r["caches"], r["rank_ms"], r["rank_p90_ms"], r["rank_after_change_ms"], r["unplaced_ms"],
+          r["verified_ms"], r["plain_python_ms"], r["wsgi_nearest_ms"], r["wsgi_healthz_ms"]] for r in local])
+    print("In-process ranking, n=5, median ms\n" + md_local + "\n")
+    http: List[Dict[str, Any]] = []
+    md_http = ""
+    if not args.no_http and common.have("wrk"):
+        http_sizes = [10, 100] if args.quick else [10, 1000, 10000, 100000]
+        http = over_http(http_sizes, args.quick, 1.0 if args.quick else args.seconds, [1, 8])
+        md_http = common.table(
+            ["server", "caches", "conns", "/healthz req/s", "/nearest req/s", "/healthz p50 ms", "/nearest p50 ms",
+             "/nearest p99 ms", "p50 ratio", "errors"],
+            [[r["server"], r["caches"], r["connections"], r["healthz_rps"], r["nearest_rps"], r["healthz_p50_ms"],
+              r["nearest_p50_ms"], r["nearest_p99_ms"], r["ratio_p50"], r["errors"]] for r in http])
+        print("Over HTTP (wrk, loopback)\n" + md_http + "\n")
+    verdict = {f"in_process_{n}": next((r["rank_ms"] for r in local if r["caches"] == n), None) for n in TARGETS}
+    at10k = [r for r in http if r["caches"] == 10000]
+    verdict["http_ratio_10k_p50"] = max((r["ratio_p50"] for r in at10k), default=None)
+    verdict["http_ratio_10k_rps"] = max((r["ratio_rps"] for r in at10k), default=None)
+    md = "In-process ranking, n=5, median ms\n\n" + md_local + ("\n\nOver HTTP (wrk, loopback)\n\n" + md_http if md_http else "")
+    common.save(args.out, "ranking", {"in_process": local, "http": http, "verdict": verdict, "quick": args.quick}, md)
+    plot(args.out, local, http)
+    return 0
+
+
+def plot(out: str, local: List[Dict[str, Any]], http: List[Dict[str, Any]]) -> None:
+    fig, axes = common.figure(2)
+    ax = axes[0]
+    xs = [r["caches"] for r in local]
+    for key, label in (("rank_ms", "ranking (columns)"), ("rank_after_change_ms", "after a table change"),
+                       ("unplaced_ms", "unplaced client"), ("plain_python_ms", "plain Python loop (before)"),
+                       ("wsgi_nearest_ms", "WSGI /nearest, in-process")):
+        ax.plot(xs, [r[key] for r in local], marker="o", label=label)
+    for n, ms in TARGETS.items():
+        ax.plot([n], [ms], marker="_", markersize=25, color="red")
+    ax.set(xscale="log", yscale="log", xlabel="caches", ylabel="ms (median)", title="In-process (red: targets)")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for server in sorted({r["server"] for r in http}):
+        for c in sorted({r["connections"] for r in http}):
+            sel = [r for r in http if r["server"] == server and r["connections"] == c]
+            ax.plot([r["caches"] for r in sel], [r["nearest_p50_ms"] for r in sel], marker="o",
+                    label=f"{server} /nearest, {c} conn")
+            ax.plot([r["caches"] for r in sel], [r["healthz_p50_ms"] for r in sel], marker="x", linestyle="--",
+                    label=f"{server} /healthz, {c} conn")
+    ax.set(xscale="log", yscale="log", xlabel="caches", ylabel="p50 latency, ms", title="Over HTTP (wrk)")
+    if http:
+        ax.legend(fontsize=7)
+    common.save_figure(fig, out, "ranking")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
