@@ -68,8 +68,9 @@ class Issued:
 
     @classmethod
     def from_json(cls, data: Dict[str, object]) -> "Issued":
-        return cls(serial=int(str(data["serial"]), 16), kind=str(data["kind"]), cn=str(data["cn"]),
-                   names=tuple(str(n) for n in data.get("names", ()) or ()),  # type: ignore[union-attr]
+        raw_names = data.get("names")
+        names = tuple(str(n) for n in raw_names) if isinstance(raw_names, list) else ()
+        return cls(serial=int(str(data["serial"]), 16), kind=str(data["kind"]), cn=str(data["cn"]), names=names,
                    not_before=str(data["not_before"]), not_after=str(data["not_after"]),
                    revoked=None if data.get("revoked") is None else str(data["revoked"]))
 
@@ -329,7 +330,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="CA directory (default: $SHOAL_CA_DIR or %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def leaf(name: str, help_text: str, nargs: str, metavar: str) -> None:
+    def leaf(name: str, help_text: str, nargs: Union[str, int], metavar: str) -> None:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("names", nargs=nargs, metavar=metavar)
         p.add_argument("--days", type=int, default=LEAF_DAYS, help="validity in days (default %(default)s)")

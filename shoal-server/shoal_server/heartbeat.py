@@ -11,7 +11,7 @@ import ipaddress
 import json
 import math
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Union
 
 MAX_BODY_BYTES = 16 * 1024
 UPSTREAMS = ("cvmfs", "frontier", "both")
@@ -110,7 +110,7 @@ def is_hostname(name: str) -> bool:
     return all(_LABEL_RE.match(label) for label in labels) and not labels[-1].isdigit()
 
 
-def _ip_or_none(text: str) -> Optional[ipaddress._BaseAddress]:
+def _ip_or_none(text: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
     # An IPv6 scope ("fe80::1%eth0") may hold any character, ";" and spaces included, which
     # would split a PAC proxy list or CVMFS_HTTP_PROXY; it means nothing off the agent's host.
     if "%" in text:

@@ -13,6 +13,7 @@ from .config import ServerConfig
 from .consumer import Consumer, ConsumerStatus, HeartbeatSink
 from .geo import GeoLocator, open_locator
 from .heartbeat import Limits
+from .policy import build_policy
 from .snapshot import Snapshots
 from .table import CacheTable
 from .webapp import create_app
@@ -34,7 +35,9 @@ class ShoalService:
         self.limits = Limits(default_max_load=cache.cache_max_load, max_age=cache.cache_inactive_time,
                              drift_tolerance=cache.cache_clock_drift,
                              require_user_id=config.rabbitmq.use_ssl)
-        self.sink = HeartbeatSink(self.table, self.locator, self.limits, self.status, clock)
+        policy = build_policy(config.security.require_hostname_match, config.security.hostname_allow_list,
+                              config.path)
+        self.sink = HeartbeatSink(self.table, self.locator, self.limits, self.status, clock, policy=policy)
         self.snapshots = Snapshots(config.general.state_dir, config.rabbitmq.amqp_exchange, self.limits,
                                    cache.cache_inactive_time)
         self._expiry_paused = False
