@@ -237,9 +237,10 @@ def _row(e: CacheEntry, now: float, tolerance: float) -> str:
     ratio = hb.load / hb.max_load if hb.max_load > 0 else 1.0
     level = load_level(hb.load, hb.max_load)
     bar_width = max(0.0, min(100.0, 100.0 * ratio))
-    ips = [(label, value) for label, value in (("public", hb.public_ip), ("private", hb.private_ip),
-                                                ("external", hb.external_ip)) if value]
-    ip_cell = "<br>".join(f'<span class="ip" title="{label}">{_e(value)}</span>' for label, value in ips)
+    ips = [(label, value) for label, value in (("ext", hb.external_ip), ("pub", hb.public_ip),
+                                                ("priv", hb.private_ip)) if value]
+    ip_cell = "<br>".join(f'<span class="ip"><span class="tag">{label}</span> {_e(value)}</span>'
+                          for label, value in ips)
     seconds = int(round(hb.drift))
     drift_text = f"{seconds:+d} s" if seconds else "0 s"
     drift = f'<span class="{"flag" if hb.drifting(tolerance) else "muted"}">{drift_text}</span>'
