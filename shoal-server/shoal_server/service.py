@@ -16,6 +16,7 @@ from .heartbeat import Limits
 from .policy import build_policy
 from .snapshot import Snapshots
 from .table import CacheTable
+from .verifier import build_verifier
 from .webapp import create_app
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ShoalService:
                                    cache.cache_inactive_time)
         self._expiry_paused = False
         self.stop_event = threading.Event()
+        self.verifier = build_verifier(config, self.table, self.stop_event)
         self._threads: List[threading.Thread] = []
         self._started = False
         self._lock = threading.Lock()
@@ -67,6 +69,8 @@ class ShoalService:
             loops = [("shoal-consumer", consumer.run), ("shoal-purge", self._purge_loop)]
             if self.snapshots.enabled:
                 loops.append(("shoal-snapshot", self._snapshot_loop))
+            if self.verifier is not None:
+                loops.append(("shoal-verifier", self.verifier.run))
             for name, target in loops:
                 thread = threading.Thread(target=target, name=name, daemon=True)
                 thread.start()
