@@ -1,7 +1,9 @@
-"""The table snapshot format and the expiry policy, tested directly with plain data (no processes)."""
+"""The table snapshot format and the expiry policy, tested directly with plain data (one test runs a process)."""
 import json
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -12,6 +14,7 @@ from shoal_server.service import ShoalService, expiry_allowed, reconnect_cap
 from shoal_server.snapshot import (FORMAT, VERSION, SnapshotError, Snapshots, decode, encode, read_snapshot,
                                    snapshot_path, write_snapshot)
 from shoal_server.table import CacheTable
+from support.rabbitnode import free_port
 
 CERN = "128.142.1.1"
 FNAL = "131.225.1.1"
@@ -192,3 +195,28 @@ def test_service_saves_on_stop_and_restores_on_start(tmp_path):
     assert second.restore() == 1                   # b was 65 s old > 60 s
     assert [e.uuid for e in second.table.snapshot()] == ["a"]
     second.locator.close()
+
+
+EXIT_WITHOUT_STOP = r"""
+import json, sys, time
+from shoal_server.config import CacheSettings, GeneralSettings, ServerConfig
+from shoal_server.amqp import RabbitSettings
+from shoal_server.heartbeat import Limits, parse_heartbeat
+from shoal_server.service import ShoalService
+config = ServerConfig(general=GeneralSettings(state_dir=sys.argv[1]),
+                      rabbitmq=RabbitSettings(amqp_server_url="127.0.0.1", amqp_port=int(sys.argv[2])))
+service = ShoalService(config)
+service.start()
+body = json.dumps({"uuid": "u1", "hostname": "squid.example.org", "squid_port": 3128,
+                   "public_ip": "128.142.1.1", "load": 1, "timestamp": time.time()}).encode()
+service.table.upsert(parse_heartbeat(body, time.time(), Limits()), time.time(), lambda ip: None)
+# no stop(): as under mod_wsgi, only the interpreter's shutdown (atexit) is left to save the table
+"""
+
+
+def test_the_table_is_saved_at_interpreter_exit_without_stop(tmp_path):
+    """mod_wsgi never calls stop(); it runs atexit handlers when a daemon process shuts down."""
+    state = tmp_path / "state"
+    subprocess.run([sys.executable, "-c", EXIT_WITHOUT_STOP, str(state), str(free_port())], check=True, timeout=60)
+    with open(state / "table.json") as handle:
+        assert [r["heartbeat"]["uuid"] for r in json.load(handle)["entries"]] == ["u1"]
