@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
@@ -43,18 +42,49 @@ def substitute(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def shoal_conf(server_root: str, config_path: str, user: str) -> str:
+def others_can_read(path: str) -> bool:
+    """Whether an unrelated account (Apache's www-data) can reach ``path``: o+x on every parent, o+r on it."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    while parent != os.path.dirname(parent):
+        if not os.stat(parent).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(parent)
+    return bool(os.stat(path).st_mode & 0o004)
+
+
+def python_libraries(server_root: str) -> tuple:
+    """(python-path for the daemon, static directory) that Apache's account can read.
+
+    Normally the venv's site-packages and the work tree themselves. When they sit under a private
+    directory (a checkout in /root), a hard-linked (else copied) view of site-packages plus the
+    shoal_server package goes into the world-readable ServerRoot instead.
+    """
+    site = sysconfig.get_paths()["purelib"]
+    if others_can_read(site) and others_can_read(STATIC_DIR):
+        return site, STATIC_DIR
+    view = os.path.join(server_root, "pylib")
+    for src, dest in ((site, view), (os.path.dirname(STATIC_DIR), os.path.join(view, "shoal_server"))):
+        if subprocess.run(["cp", "-al", src, dest], capture_output=True).returncode != 0:
+            shutil.rmtree(dest, ignore_errors=True)
+            subprocess.run(["cp", "-a", src, dest], check=True)
+    for name in os.listdir(view):  # the editable install's finder would point back into the private tree
+        if name.startswith("__editable__"):
+            os.remove(os.path.join(view, name))
+    return view, os.path.join(view, "shoal_server", "static")
+
+
+def shoal_conf(server_root: str, config_path: str, user: str, site: str, static: str) -> str:
     """The shipped shoal.conf with this machine's paths in place of the EL ones."""
     with open(os.path.join(CONF_DIR, "shoal.conf")) as fh:
         text = fh.read()
     share = os.path.join(server_root, "share")
-    text = substitute(text, "/usr/share/shoal-server/static", STATIC_DIR)
+    text = substitute(text, "/usr/share/shoal-server/static", static)
     text = substitute(text, "/usr/share/shoal-server/shoal.wsgi", os.path.join(share, "shoal.wsgi"))
     text = substitute(text, "<Directory /usr/share/shoal-server>", f"<Directory {share}>")
     text = substitute(text, "/etc/shoal/shoal_server.conf", config_path)
     text = substitute(text, "user=shoal group=shoal", f"user={user} group={user}" if user else "")
     # mod_wsgi is built for Debian's /usr/bin/python3; the venv's packages come in by path.
-    site = sysconfig.get_paths()["purelib"]
     text = substitute(text, "display-name=shoal-server", f"display-name=shoal-server python-path={site}")
     assert "/usr/share/shoal-server" not in text and "/etc/shoal" not in text
     return text
@@ -91,8 +121,9 @@ class Apache:
         os.makedirs(os.path.join(server_root, "run"))
         os.makedirs(os.path.join(server_root, "share"))
         shutil.copy(os.path.join(CONF_DIR, "shoal.wsgi"), os.path.join(server_root, "share", "shoal.wsgi"))
+        site, self.static_dir = python_libraries(server_root)
         with open(os.path.join(server_root, "shoal.conf"), "w") as fh:
-            fh.write(shoal_conf(server_root, config_path, self.user))
+            fh.write(shoal_conf(server_root, config_path, self.user, site, self.static_dir))
         self.conf = os.path.join(server_root, "httpd.conf")
         with open(self.conf, "w") as fh:
             fh.write(httpd_conf(server_root, self.port, self.user))
@@ -235,7 +266,7 @@ def test_apache_mod_wsgi_answers_like_the_dev_server(apache_root, exchange, publ
 
         # Static files come from Apache itself (Alias), not from Python: Apache's own headers.
         status, headers, body = http_get(f"{apache.url}/static/status.css")
-        with open(os.path.join(STATIC_DIR, "status.css"), "rb") as fh:
+        with open(os.path.join(apache.static_dir, "status.css"), "rb") as fh:
             assert (status, body) == (200, fh.read())
         assert "Last-Modified" in headers and headers.get("Cache-Control") == "max-age=86400"
 

@@ -5,12 +5,11 @@ import glob
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import pytest
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import configparser
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Dict, List
 

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import configparser
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pytest
 
@@ -18,7 +16,7 @@ MAKE_REPO = str(ROOT / "repo" / "make-repo.sh")
 pytestmark = pytest.mark.skipif(not shutil.which("dnf"), reason="dnf is not installed")
 
 
-def dnf(work: Path, *args: str, reposdir: Path = None, check: bool = True) -> subprocess.CompletedProcess:
+def dnf(work: Path, *args: str, reposdir: Optional[Path] = None, check: bool = True) -> subprocess.CompletedProcess:
     """dnf confined to ``work``: its own root, cache and config, no system repositories or plugins."""
     work.mkdir(parents=True, exist_ok=True)
     conf = work / "dnf.conf"
