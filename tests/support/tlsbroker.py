@@ -101,11 +101,53 @@ def production_config(ca_cert: str, broker_cert: str, broker_key: str, definitio
     return "".join(lines)
 
 
-class TLSBroker:
-    """A private RabbitMQ node that speaks only TLS with certificate (EXTERNAL) logins."""
+def classic_config(terms: str, ca_cert: str, broker_cert: str, broker_key: str, definitions: str,
+                   tls_port: int) -> str:
+    """A classic Erlang-terms rabbitmq.config (as docs/security.md shows it) pointed at this test node."""
+    replacements = {
+        "{ssl_listeners, [5671]}": f'{{ssl_listeners, [{{"{HOST}", {tls_port}}}]}}',
+        '"/etc/rabbitmq/shoal/ca.crt"': f'"{ca_cert}"',
+        '"/etc/rabbitmq/shoal/broker.crt"': f'"{broker_cert}"',
+        '"/etc/rabbitmq/shoal/broker.key"': f'"{broker_key}"',
+        '"/etc/rabbitmq/shoal-definitions.json"': f'"{definitions}"',
+    }
+    for old, new in replacements.items():
+        if old not in terms:
+            raise ValueError(f"the classic config lacks {old}")
+        terms = terms.replace(old, new)
+    return terms
 
-    def __init__(self, base_dir: str) -> None:
+
+class ClassicRabbitNode(RabbitNode):
+    """A RabbitNode configured by a classic ``rabbitmq.config`` (Erlang terms) instead of rabbitmq.conf."""
+
+    def __init__(self, base_dir: str, terms: str, **kwargs: object) -> None:
+        super().__init__(base_dir, **kwargs)  # type: ignore[arg-type]
+        self.terms = terms
+
+    @property
+    def env(self) -> Dict[str, str]:
+        env = super().env
+        env["RABBITMQ_CONFIG_FILE"] = os.path.join(self.base_dir, "rabbitmq.config")
+        return env
+
+    def _write_files(self) -> None:
+        super()._write_files()
+        os.remove(os.path.join(self.base_dir, "rabbitmq.conf"))
+        with open(os.path.join(self.base_dir, "rabbitmq.config"), "w") as fh:
+            fh.write(self.terms)
+
+
+class TLSBroker:
+    """A private RabbitMQ node that speaks only TLS with certificate (EXTERNAL) logins.
+
+    ``classic``: run this Erlang-terms ``rabbitmq.config`` text (with the production paths and
+    port 5671, as in docs/security.md) instead of the shipped rabbitmq.conf.
+    """
+
+    def __init__(self, base_dir: str, classic: Optional[str] = None) -> None:
         self.base_dir = base_dir
+        self.classic = classic
         self.ca_dir = os.path.join(base_dir, "ca")
         self.ca_cert = os.path.join(self.ca_dir, "ca.crt")
         self.host = HOST
@@ -126,9 +168,15 @@ class TLSBroker:
         definitions = os.path.join(self.base_dir, "shoal-definitions.json")
         with open(DEFINITIONS) as src, open(definitions, "w") as dst:
             dst.write(src.read())
-        config = production_config(self.ca_cert, broker.cert, broker.key, definitions, self.port)
-        self.node = RabbitNode(os.path.join(self.base_dir, "node"), config=config, plugins=PLUGINS,
-                               tls_port=self.port, plain_listener=False)
+        node_dir = os.path.join(self.base_dir, "node")
+        if self.classic is None:
+            config = production_config(self.ca_cert, broker.cert, broker.key, definitions, self.port)
+            self.node = RabbitNode(node_dir, config=config, plugins=PLUGINS, tls_port=self.port,
+                                   plain_listener=False)
+        else:
+            terms = classic_config(self.classic, self.ca_cert, broker.cert, broker.key, definitions, self.port)
+            self.node = ClassicRabbitNode(node_dir, terms, plugins=PLUGINS, tls_port=self.port,
+                                          plain_listener=False)
         self.node.start()
         try:
             self.users("setup")
@@ -230,4 +278,4 @@ def valid_from_past(days_ago: int = 400) -> str:
     return day.isoformat()
 
 
-__all__ = ["TLSBroker", "Identity", "issue", "make_ca", "production_config", "run_ca", "valid_from_past"]
+__all__ = ["TLSBroker", "ClassicRabbitNode", "Identity", "classic_config", "issue", "make_ca", "production_config", "run_ca", "valid_from_past"]
