@@ -89,7 +89,16 @@ def gnupg(tmp_path_factory):
     run(["gpgconf", "--kill", "all"], env=env, check=False)
 
 
-def test_signed_repository(built, www, gnupg, tmp_path):
+@pytest.fixture
+def dnf_keyrings(tmp_path):
+    """dnf starts a gpg-agent per repository keyring it verifies with; stop them afterwards."""
+    yield
+    for pubring in tmp_path.glob("**/pubring"):
+        if pubring.is_dir():
+            run(["gpgconf", "--homedir", str(pubring), "--kill", "all"], check=False)
+
+
+def test_signed_repository(built, www, gnupg, tmp_path, dnf_keyrings):
     env, key = gnupg
     root, base = www
     out = root / "signed"
