@@ -100,6 +100,47 @@ def check_settings(settings: RabbitSettings, path: str) -> None:
             raise ConfigError(path, "rabbitmq", key, f"{value} is missing or unreadable")
 
 
+def check_tls_files(settings: RabbitSettings, path: str) -> None:
+    """Fail at startup, naming the key, when a TLS file exists but is not what it must be.
+
+    Without this a garbage PEM or a key of another certificate surfaces only as "[SSL] PEM lib"
+    on every reconnection attempt. Call after ``check_settings`` (which checks presence).
+    """
+    if not settings.use_ssl:
+        return
+    try:
+        ssl.create_default_context(cafile=settings.amqp_ca_cert)
+    except (ssl.SSLError, ValueError) as err:
+        raise ConfigError(path, "rabbitmq", "amqp_ca_cert",
+                          f"{settings.amqp_ca_cert} holds no PEM CA certificate ({_ssl_reason(err)})") from None
+    if not settings.amqp_client_cert:
+        return
+    try:
+        ssl._ssl._test_decode_cert(settings.amqp_client_cert)  # type: ignore[attr-defined]
+    except (ssl.SSLError, ValueError) as err:
+        raise ConfigError(path, "rabbitmq", "amqp_client_cert",
+                          f"{settings.amqp_client_cert} is not a PEM certificate ({_ssl_reason(err)})") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
+            settings.amqp_client_cert, settings.amqp_client_key or None, password=_no_password)
+    except (ssl.SSLError, ValueError) as err:
+        key = "amqp_client_key" if settings.amqp_client_key else "amqp_client_cert"
+        raise ConfigError(path, "rabbitmq", key, f"{getattr(settings, key)} is not an unencrypted PEM private key "
+                          f"matching amqp_client_cert ({_ssl_reason(err)})") from None
+
+
+def _no_password() -> str:
+    # A passphrase prompt would hang a daemon at start; encrypted keys are refused instead.
+    raise ValueError("the key is encrypted")
+
+
+def _ssl_reason(err: Exception) -> str:
+    reason = getattr(err, "reason", None)
+    if reason:
+        return str(reason)
+    return str(err.args[-1] if err.args else err).split(" (_ssl.c")[0]
+
+
 def make_ssl_context(ca_cert: str, client_cert: str = "", client_key: str = "") -> ssl.SSLContext:
     """Return a TLS >= 1.2 client context that verifies the broker and presents our certificate."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_cert)

@@ -5,7 +5,7 @@ import dataclasses
 import ipaddress
 from typing import Optional, Tuple
 
-from .amqp import RabbitSettings, check_settings
+from .amqp import RabbitSettings, check_settings, check_tls_files
 from .inifile import (ConfigError, Schema, find_config, load_ini, setting, to_choice, to_float,
                       to_int, to_list, to_path)
 
@@ -90,6 +90,7 @@ def load_config(path: Optional[str]) -> ServerConfig:
     sections = load_ini(path, SCHEMA)
     config = ServerConfig(path=path or "(defaults)", **sections)
     check_settings(config.rabbitmq, config.path)
+    check_tls_files(config.rabbitmq, config.path)
     return config
 
 

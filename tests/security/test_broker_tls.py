@@ -5,6 +5,7 @@ heartbeat sent afterwards by a valid agent is listed while the refused one is no
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from shoal_server.amqp import declare_exchange
+from shoal_server.amqp import connection_params, declare_exchange, make_ssl_context
 from support.heartbeats import upstream_heartbeat
 from support.procs import ServerProcess, write_ini
 from support.rabbitnode import RABBIT_BIN
@@ -365,3 +366,21 @@ def test_real_shoal_agent_with_a_foreign_certificate_fails_and_says_why(broker, 
 
 def broker_agent(broker):
     return broker.issue("agent", "squid-a.example.org")
+
+
+def test_clients_verify_the_broker(broker, agents):
+    """A broker certificate from another CA, or for another name, is refused by the client side."""
+    ident = agents["squid-a.example.org"]
+    other_ca = os.path.join(broker.base_dir, "other-ca", "ca.crt")
+    if not os.path.exists(other_ca):
+        broker.foreign_identity("agent", "unused.example.org")
+    untrusting = dataclasses.replace(broker.settings(ident), amqp_ca_cert=other_ca)
+    with pytest.raises((pika.exceptions.AMQPConnectionError, ssl.SSLError)) as info:
+        pika.BlockingConnection(connection_params(untrusting, broker.host, broker.port))
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+    params = broker.params(ident)
+    context = make_ssl_context(broker.ca_cert, ident.cert, ident.key)
+    params.ssl_options = pika.SSLOptions(context, server_hostname="rabbit.other.example.org")
+    with pytest.raises((pika.exceptions.AMQPConnectionError, ssl.SSLError)) as info:
+        pika.BlockingConnection(params)
+    assert "Hostname mismatch" in str(info.value) or "doesn't match" in str(info.value)
