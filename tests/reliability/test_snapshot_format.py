@@ -217,6 +217,8 @@ service.table.upsert(parse_heartbeat(body, time.time(), Limits()), time.time(), 
 def test_the_table_is_saved_at_interpreter_exit_without_stop(tmp_path):
     """mod_wsgi never calls stop(); it runs atexit handlers when a daemon process shuts down."""
     state = tmp_path / "state"
-    subprocess.run([sys.executable, "-c", EXIT_WITHOUT_STOP, str(state), str(free_port())], check=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", EXIT_WITHOUT_STOP, str(state), str(free_port())],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
     with open(state / "table.json") as handle:
         assert [r["heartbeat"]["uuid"] for r in json.load(handle)["entries"]] == ["u1"]
