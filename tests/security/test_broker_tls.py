@@ -211,7 +211,7 @@ def test_removed_user_is_cut_off_and_refused_even_with_a_valid_certificate(broke
     broker.users("remove", ident.cn)
     with pytest.raises((pika.exceptions.ConnectionClosedByBroker, pika.exceptions.StreamLostError,
                         pika.exceptions.ChannelWrongStateError, pika.exceptions.ConnectionWrongStateError)):
-        for _ in range(50):
+        for _ in range(150):
             connected.connection.process_data_events(0.1)
             connected.send(heartbeat(ident.cn))
     offset = len(broker.log())

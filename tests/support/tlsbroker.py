@@ -10,9 +10,12 @@ and its users are made by ``shoal-server/conf/rabbitmq-shoal-users``; certificat
         ini = broker.rabbitmq_section(server)              # [rabbitmq] for shoal-server/-agent
         conn = pika.BlockingConnection(broker.params(agent))
 
-``issue`` makes a certificate without a broker user (e.g. expired ones via ``valid_from``),
-``foreign_identity`` one from an unrelated CA. Everything lives under ``base_dir``; ``stop``
-stops the node by PID.
+``add_agents(*names)`` registers several at once (one broker command). ``issue`` makes a
+certificate without a broker user (e.g. expired ones via ``valid_from``), ``foreign_identity``
+one from an unrelated CA, ``users(...)`` runs the shipped user script, ``log()`` reads the broker
+log (TLS alerts, refused logins, channel errors). ``TLSBroker(dir, classic=TERMS)`` runs a
+classic Erlang-terms config instead. Everything lives under ``base_dir``; ``stop`` stops the
+node by PID. Start one per test module: a node takes 10-30 s to boot.
 """
 from __future__ import annotations
 
