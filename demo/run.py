@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
@@ -254,7 +254,7 @@ def http_json(url: str, timeout: float = 5.0) -> dict:
         return json.loads(response.read())
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, children: List[Child] = ()) -> None:
+def wait_until(check: Callable[[], bool], timeout: float, what: str, children: Sequence[Child] = ()) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for child in children:
@@ -279,7 +279,7 @@ class Demo:
         self.sites = sites
         self.out = out
         self.progress = Progress(STEPS, out)
-        self.node = None
+        self.node: Any = None   # support.tlsbroker.TLSBroker, imported once the venv is known to work
         self.load_pages: Optional[LoadPages] = None
         self.server: Optional[Child] = None
         self.agents: List[Child] = []
@@ -361,7 +361,7 @@ class Demo:
             self.agents.append(Child(f"shoal-agent {site.hostname}", [tool("shoal-agent"), "--config", config],
                                      os.path.join(folder, "agent.out")))
         wait_until(lambda: len(http_json(self.url + "/all")) >= len(self.sites), 60,
-                   f"{len(self.sites)} caches on the server", [self.server, *self.agents])
+                   f"{len(self.sites)} caches on the server", [c for c in (self.server, *self.agents) if c])
         self.progress.done(t, f"{len(self.sites)} caches listed")
         for site in self.sites:
             self.progress.note(f"{site.hostname:28} {site.external_ip:15} {site.where}")

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlencode
 
 from . import __version__
+from .geo import Location
 from .table import CacheEntry
 
 MAP_WIDTH = 720           # SVG user units: 2 per degree of longitude
@@ -293,28 +294,27 @@ class Mark:
 
 def map_marks(entries: Sequence[CacheEntry]) -> Tuple[List[Mark], int]:
     """Return the marks to draw and how many caches have no location."""
-    located = [e for e in entries if e.location is not None]
+    located = [(e, e.location) for e in entries if e.location is not None]
     unplaced = len(entries) - len(located)
     if len(located) <= MAP_MARK_LIMIT:
         marks = []
-        for e in sorted(located, key=lambda e: e.hb.load / e.hb.max_load):   # busiest drawn last, on top
-            x, y = project(e.location.longitude, e.location.latitude)  # type: ignore[union-attr]
+        for e, loc in sorted(located, key=lambda pair: pair[0].hb.load / pair[0].hb.max_load):
+            x, y = project(loc.longitude, loc.latitude)   # busiest drawn last, on top
             label = f"{e.hb.hostname} — {_place(e)} — {e.hb.load:.0f} / {e.hb.max_load:.0f} KB/s"
             marks.append(Mark(x, y, e.hb.load, e.hb.max_load, label, 1))
         return marks, unplaced
-    cells: Dict[Tuple[int, int], List[CacheEntry]] = {}
-    for e in located:
-        loc = e.location
-        cell = (int((loc.longitude + 180) // MAP_CELL_DEG), int((loc.latitude + 90) // MAP_CELL_DEG))  # type: ignore[union-attr]
-        cells.setdefault(cell, []).append(e)
+    cells: Dict[Tuple[int, int], List[Tuple[CacheEntry, Location]]] = {}
+    for e, loc in located:
+        cell = (int((loc.longitude + 180) // MAP_CELL_DEG), int((loc.latitude + 90) // MAP_CELL_DEG))
+        cells.setdefault(cell, []).append((e, loc))
     marks = []
     for group in cells.values():
-        lon = sum(e.location.longitude for e in group) / len(group)  # type: ignore[union-attr]
-        lat = sum(e.location.latitude for e in group) / len(group)  # type: ignore[union-attr]
-        load = sum(e.hb.load for e in group)
-        max_load = sum(e.hb.max_load for e in group)
+        lon = sum(loc.longitude for _, loc in group) / len(group)
+        lat = sum(loc.latitude for _, loc in group) / len(group)
+        load = sum(e.hb.load for e, _ in group)
+        max_load = sum(e.hb.max_load for e, _ in group)
         x, y = project(lon, lat)
-        label = f"{len(group)} caches near {_place(group[0])} — {load:.0f} / {max_load:.0f} KB/s"
+        label = f"{len(group)} caches near {_place(group[0][0])} — {load:.0f} / {max_load:.0f} KB/s"
         marks.append(Mark(x, y, load, max_load, label, len(group)))
     marks.sort(key=lambda m: m.load / m.max_load)
     return marks, unplaced

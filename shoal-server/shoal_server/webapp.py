@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple
 
 import web
 
@@ -89,17 +89,17 @@ class Shoal:
                              self.status.connected, self.outline)
         return "200 OK", HTML, body
 
-    def metrics_page(self, accept: str) -> Tuple[str, str, bytes]:
+    def metrics_page(self, accept: str) -> Tuple[str, str, str]:
         content_type, body = self.metrics.exposition(accept)
-        return "200 OK", content_type, body
+        return "200 OK", content_type, body.decode("utf-8")
 
-    def static(self, name: str) -> Tuple[str, str, bytes]:
+    def static(self, name: str) -> Tuple[str, str, str]:
         """A file of the package's static/ folder (the route admits only plain names)."""
         kind = STATIC_TYPES.get(os.path.splitext(name)[1])
         path = os.path.join(STATIC_DIR, name)
         if kind is None or not os.path.isfile(path):
-            return "404 Not Found", "text/plain; charset=utf-8", b"not found\n"
-        with open(path, "rb") as handle:
+            return "404 Not Found", "text/plain; charset=utf-8", "not found\n"
+        with open(path, encoding="utf-8") as handle:
             return "200 OK", kind, handle.read()
 
 
@@ -114,7 +114,7 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
     """Build the web.py application around the shared state; ``.wsgifunc()`` gives the WSGI callable."""
     shoal = Shoal(table, locator, config, status, clock)
 
-    def respond(result: Tuple[str, str, Union[str, bytes]]) -> Union[str, bytes]:
+    def respond(result: Tuple[str, str, str]) -> str:
         status_line, content_type, body = result
         web.ctx.status = status_line
         web.header("Content-Type", content_type)
@@ -147,17 +147,17 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
             return respond(shoal.healthz())
 
     class Index:
-        def GET(self) -> Union[str, bytes]:
+        def GET(self) -> str:
             web.header("Content-Security-Policy", STATUS_CSP)
             web.header("X-Content-Type-Options", "nosniff")
             return respond(shoal.status_page(query()))
 
     class MetricsPage:
-        def GET(self) -> Union[str, bytes]:
+        def GET(self) -> str:
             return respond(shoal.metrics_page(web.ctx.env.get("HTTP_ACCEPT", "")))
 
     class Static:
-        def GET(self, name: str) -> Union[str, bytes]:
+        def GET(self, name: str) -> str:
             web.header("X-Content-Type-Options", "nosniff")
             return respond(shoal.static(name))
 
