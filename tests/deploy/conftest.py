@@ -5,6 +5,7 @@ import functools
 import http.server
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Tuple
 
@@ -49,6 +50,10 @@ def built(tmp_path_factory, www) -> Built:
     before = installed_shoal()
     proc = make("repo", make_env(SHOAL_DIST_DIR=str(dist), SHOAL_REPO_DIR=str(repo), SHOAL_REPO_URL=url))
     # rpmbuild runs pip with the venv's python: it must install into the buildroot only, never
-    # uninstall the venv's own (editable) shoal packages.
+    # uninstall the venv's own (editable) shoal packages. (A short wait covers a developer
+    # reinstalling one of them at the same moment in a shared work tree.)
+    deadline = time.monotonic() + 20
+    while installed_shoal() != before and time.monotonic() < deadline:
+        time.sleep(1)
     assert installed_shoal() == before
     return Built(dist, repo, url, {short: package_version(short) for short in PACKAGES}, proc.stdout + proc.stderr)
