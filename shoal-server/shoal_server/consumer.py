@@ -93,6 +93,11 @@ class HeartbeatSink:
         self._status, self._clock, self._policy = status, clock, policy
         self._log = RateLimitedLog(logger)
 
+    @property
+    def policy(self) -> Optional[Callable[[object], None]]:
+        """The extra admission check (e.g. the hostname policy), also applied to restored entries."""
+        return self._policy
+
     def handle(self, body: bytes, user_id: Optional[str] = None) -> Optional[CacheEntry]:
         """Return the updated entry, or None when the message was dropped (and logged)."""
         try:

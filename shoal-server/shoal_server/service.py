@@ -105,7 +105,7 @@ class ShoalService:
         """Load the table snapshot from ``state_dir`` (if any), so the first answers are not empty."""
         if not self.snapshots.prepare():
             return 0
-        entries = self.snapshots.load(self.clock(), self.locator.locate)
+        entries = self.snapshots.load(self.clock(), self.locator.locate, admit=self.sink.policy)
         self.table.load(entries)
         return len(entries)
 

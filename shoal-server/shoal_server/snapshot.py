@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .heartbeat import Heartbeat, InvalidHeartbeat, Limits, validate
 from .table import CacheEntry, Locate
@@ -25,6 +25,8 @@ VERSION = 1
 FILENAME = "table.json"
 
 # The heartbeat fields a snapshot keeps, under the names agents send them.
+Admit = Optional[Callable[[Heartbeat], None]]   # raises InvalidHeartbeat to refuse
+
 _HB_FIELDS = ("uuid", "hostname", "squid_port", "public_ip", "private_ip", "external_ip", "load", "max_load",
               "timestamp", "verified", "upstream", "cache_type", "agent_version")
 
@@ -55,11 +57,12 @@ def encode(entries: Iterable[CacheEntry], now: float, exchange: str) -> bytes:
 
 
 def decode(data: bytes, now: float, max_age: float, exchange: str, limits: Limits,
-           locate: Locate) -> Tuple[List[CacheEntry], int]:
+           locate: Locate, admit: Admit = None) -> Tuple[List[CacheEntry], int]:
     """Return (entries still younger than ``max_age``, number of unusable records).
 
     Raises SnapshotError when the file as a whole must be ignored. Records that fail
-    validation are skipped and counted; expired ones are dropped silently.
+    validation or ``admit`` (the live policy, which may have changed since) are skipped and
+    counted; expired ones are dropped silently.
     """
     try:
         doc = json.loads(data.decode("utf-8"))
@@ -78,7 +81,7 @@ def decode(data: bytes, now: float, max_age: float, exchange: str, limits: Limit
     bad = 0
     for record in records:
         try:
-            entry = _entry(record, now, limits, locate)
+            entry = _entry(record, now, limits, locate, admit)
         except (InvalidHeartbeat, TypeError, ValueError, KeyError):
             bad += 1
             continue
@@ -87,7 +90,9 @@ def decode(data: bytes, now: float, max_age: float, exchange: str, limits: Limit
     return entries, bad
 
 
-def _entry(record: Dict[str, Any], now: float, limits: Limits, locate: Locate) -> CacheEntry:
+def _entry(record: Dict[str, Any], now: float, limits: Limits, locate: Locate, admit: Admit) -> CacheEntry:
+    if not isinstance(record, dict) or not isinstance(record.get("heartbeat"), dict):
+        raise TypeError("record")
     last_active = _time(record["last_active"])
     created = _time(record["created"])
     user_id = record.get("user_id")
@@ -95,6 +100,8 @@ def _entry(record: Dict[str, Any], now: float, limits: Limits, locate: Locate) -
         raise TypeError("user_id")
     # Validated as of its reception, so drift and the age check come out as they did then.
     hb: Heartbeat = validate(record["heartbeat"], last_active, limits, user_id)
+    if admit is not None:
+        admit(hb)
     verified = record.get("verified")
     owner = record.get("owner")
     if verified is not None and not isinstance(verified, bool):
@@ -137,7 +144,7 @@ def write_snapshot(path: str, data: bytes) -> None:
 
 
 def read_snapshot(path: str, now: float, max_age: float, exchange: str, limits: Limits,
-                  locate: Locate) -> List[CacheEntry]:
+                  locate: Locate, admit: Admit = None) -> List[CacheEntry]:
     """Load ``path`` if it is a usable snapshot; otherwise log why and return nothing."""
     try:
         with open(path, "rb") as handle:
@@ -149,12 +156,12 @@ def read_snapshot(path: str, now: float, max_age: float, exchange: str, limits: 
         logger.warning("cannot read table snapshot %s (%s); starting with an empty table", path, err)
         return []
     try:
-        entries, bad = decode(data, now, max_age, exchange, limits, locate)
+        entries, bad = decode(data, now, max_age, exchange, limits, locate, admit)
     except SnapshotError as err:
         logger.warning("ignoring table snapshot %s: %s", path, err)
         return []
     if bad:
-        logger.warning("table snapshot %s: skipped %d unusable record(s)", path, bad)
+        logger.warning("table snapshot %s: skipped %d invalid or refused record(s)", path, bad)
     logger.info("restored %d cache(s) from %s", len(entries), path)
     return entries
 
@@ -182,10 +189,10 @@ class Snapshots:
             return False
         return True
 
-    def load(self, now: float, locate: Locate) -> List[CacheEntry]:
+    def load(self, now: float, locate: Locate, admit: Admit = None) -> List[CacheEntry]:
         if self.path is None:
             return []
-        return read_snapshot(self.path, now, self._max_age, self._exchange, self._limits, locate)
+        return read_snapshot(self.path, now, self._max_age, self._exchange, self._limits, locate, admit)
 
     def save(self, entries: Iterable[CacheEntry], now: float) -> bool:
         """Write the table; failures are logged, never raised (the next attempt may succeed)."""

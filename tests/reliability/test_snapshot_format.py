@@ -10,6 +10,7 @@ import pytest
 from shoal_server.config import CacheSettings, GeneralSettings, ServerConfig
 from shoal_server.geo import open_locator
 from shoal_server.heartbeat import Limits, parse_heartbeat
+from shoal_server.policy import build_policy
 from shoal_server.service import ShoalService, expiry_allowed, reconnect_cap
 from shoal_server.snapshot import (FORMAT, VERSION, SnapshotError, Snapshots, decode, encode, read_snapshot,
                                    snapshot_path, write_snapshot)
@@ -98,6 +99,20 @@ def test_bad_records_are_skipped_and_counted_not_trusted():
     doc["entries"].append("not a record")
     entries, bad = decode(json.dumps(doc).encode(), 1001.0, 180.0, "s", Limits(), no_location)
     assert [e.uuid for e in entries] == ["good"] and bad == 3
+
+
+def test_the_live_policy_is_applied_to_restored_entries(tmp_path):
+    """An allow-list edited while the server was down must not be bypassed by the snapshot."""
+    table = CacheTable()
+    table.upsert(hb("kept", user_id="site-a"), 1000.0, no_location)
+    table.upsert(hb("revoked", user_id="site-b"), 1000.0, no_location)
+    path = tmp_path / "allow"
+    path.write_text("site-a kept.example.org\n")
+    policy = build_policy(True, str(path), "test.conf")
+    doc = json.loads(encode(table.snapshot(), 1000.0, "s"))
+    doc["entries"].append({"heartbeat": ["not", "a", "heartbeat"], "last_active": 1000.0, "created": 1000.0})
+    entries, bad = decode(json.dumps(doc).encode(), 1001.0, 180.0, "s", Limits(), no_location, admit=policy)
+    assert [e.uuid for e in entries] == ["kept"] and bad == 2
 
 
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
