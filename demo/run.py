@@ -403,12 +403,18 @@ Press Ctrl-C to stop everything.
         return full if rel.startswith("..") else rel
 
     def watch(self, should_exit: threading.Event) -> None:
-        """Until a signal: keep an eye on the children and say so if one dies."""
+        """Until a signal: stop if the server dies; say so when an agent does (its cache then expires)."""
+        reported = set()
         while not should_exit.wait(1.0):
-            for child in [self.server, *self.agents]:
-                if child is not None and not child.alive():
-                    raise DemoError(f"{child.name} exited with status {child.proc.returncode}; its log "
-                                    f"({child.log_path}) ends with:\n{child.tail()}")
+            if self.server is not None and not self.server.alive():
+                raise DemoError(f"shoal-server exited with status {self.server.proc.returncode}; its log "
+                                f"({self.server.log_path}) ends with:\n{self.server.tail()}")
+            for child in self.agents:
+                if not child.alive() and child.pid not in reported:
+                    reported.add(child.pid)
+                    self.out.write(f"{child.name} exited (status {child.proc.returncode}); its cache leaves the "
+                                   f"table after {6 * AGENT_INTERVAL:.0f} s of silence\n")
+                    self.out.flush()
 
     def stop(self, keep_files: bool) -> None:
         """Agents, then the server, then the broker node; by PID. Then remove the state folder."""
