@@ -109,6 +109,7 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True)
         self.server, self.period = server, period
         self.samples: List[tuple] = []   # (time, /nearest status, /all count or None, error)
+        self.last_active: Dict[str, set] = {}   # hostname -> every last_active seen in /all
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -116,11 +117,18 @@ class Watcher(threading.Thread):
             now = time.time()
             try:
                 status, _, _ = http_get(f"{self.server.url}/nearest/3?ip={VICTORIA}", timeout=3)
-                count = len(listed(self.server, timeout=3))
-                self.samples.append((now, status, count, None))
+                records = listed(self.server, timeout=3)
+                for host, record in records.items():
+                    self.last_active.setdefault(host, set()).add(record["last_active"])
+                self.samples.append((now, status, len(records), None))
             except (OSError, ValueError, AssertionError) as err:
                 self.samples.append((now, None, None, repr(err)))
 
     def stop(self) -> None:
         self._halt.set()
         self.join(10)
+
+    def first_after(self, host: str, since: float) -> Optional[float]:
+        """When the server took the first heartbeat from ``host`` after ``since`` (its own clock, as seen)."""
+        times = [t for t in self.last_active.get(host, ()) if t > since]
+        return min(times) if times else None

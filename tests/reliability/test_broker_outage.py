@@ -1,4 +1,5 @@
 """A broker node stopped for 10 s under a running server and three agents: nothing exits, nothing is lost."""
+import json
 import socket
 import threading
 import time
@@ -26,13 +27,15 @@ def test_broker_restart_is_survived_without_dropping_caches(rabbit, servers, age
         down_at = time.time()
         rabbit.stop()
         time.sleep(OUTAGE)
-        health_during = server.health()
+        code_during, _, body = http_get(server.url + "/healthz")
+        health_during = json.loads(body)
         opened = PortOpened(rabbit.amqp_port)
         rabbit.start()
         up_at = opened.at()     # when the AMQP listener accepted connections again
         wait_until(lambda: fresh(server, hosts, up_at), 2 * INTERVAL + MARGIN + 30, step=0.05,
                    what="all three agents fresh after the broker restart")
-        recovered = time.time() - up_at
+        # From the server's own reception times, so slow polling on a loaded machine does not count.
+        recovered = max(watcher.first_after(h, up_at) or time.time() for h in hosts) - up_at
         time.sleep(INACTIVE + 1)   # past the grace: expiry runs again and keeps the live caches
         records = listed(server)
     finally:
@@ -45,7 +48,7 @@ def test_broker_restart_is_survived_without_dropping_caches(rabbit, servers, age
     assert "purged" not in server.log()
     assert set(records) == set(hosts)
     # /healthz said what happened: the consumer was gone for longer than the inactive time.
-    assert health_during["consumer_connected"] is False
+    assert code_during == 503 and health_during["consumer_connected"] is False
     assert health_during["status"] == "consumer disconnected"
     assert health_during["disconnected_seconds"] > INACTIVE
     assert server.health()["consumer_connected"] is True
