@@ -84,13 +84,6 @@ def which(name, path=None):
     return None
 
 
-def to_text(value, encoding="utf-8"):
-    """Bytes to text (strict UTF-8); text unchanged."""
-    if isinstance(value, binary_type):
-        return value.decode(encoding)
-    return value
-
-
 def ssl_context(ca_file=None):
     """A verifying client context: the system CA store, or only ``ca_file`` when given."""
     if ssl is None or not hasattr(ssl, "create_default_context"):

@@ -1,6 +1,13 @@
 """Client tests: the portable unittest suite runs under every interpreter found (test_portable.py),
 so pytest itself must not collect it; the interpreters that ran are listed in the terminal summary."""
+import os
+import sys
+
 import pytest
+
+# Import the client from the source tree even if the venv's editable install is missing.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "shoal-client"))
 
 collect_ignore = ["portable"]
 

@@ -49,6 +49,7 @@ def run_suite(python: str) -> dict:
                              text=True, timeout=60).stdout.strip()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = CLIENT_SRC
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no .pyc files in the source tree (Python 2 writes them beside the .py)
     start = time.monotonic()
     proc = subprocess.run([python, "-m", "unittest", "discover", "-s", PORTABLE, "-t", PORTABLE, "-p", "test_*.py"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)

@@ -61,6 +61,10 @@ class RewriteTest(unittest.TestCase):
         self.assertEqual(rewrite(b"CVMFS_HTTP_PROXY=a\nB=1\nCVMFS_HTTP_PROXY='b'\n", "DIRECT"),
                          b"CVMFS_HTTP_PROXY=\"DIRECT\"\nB=1\nCVMFS_HTTP_PROXY='DIRECT'\n")
 
+    def test_bytes_that_are_not_utf8_are_kept(self):
+        text = b"# caf\xe9 \xff\xfe\nCVMFS_HTTP_PROXY=DIRECT\n\x00\x01 raw\n"
+        self.assertEqual(rewrite(text, VALUE), b"# caf\xe9 \xff\xfe\n" + LINE + b"\n\x00\x01 raw\n")
+
     def test_unchanged_value_gives_identical_bytes(self):
         once = rewrite(REALISTIC_LOCAL, VALUE)
         self.assertEqual(rewrite(once, VALUE), once)

@@ -8,6 +8,7 @@ import unittest
 
 from _helpers import (CLIENT_SRC, REALISTIC_LOCAL, FakeServer, TempDir, nearest_doc, read_bytes, record,
                       run_client, write_bytes)
+from shoal_client import __version__
 from shoal_client.cvmfsconf import TEMP_SUFFIX, rewrite
 
 DOC = nearest_doc(record("squid-a.example.org", 3128), record("2001:db8::9", 3128))
@@ -70,7 +71,7 @@ class ProcessTest(unittest.TestCase):
         self.tmp.__exit__(None, None, None)
 
     def run_script(self, script, *args):
-        proc = subprocess.Popen([sys.executable, "-S", "-E", "-c", script, CLIENT_SRC] + list(args),
+        proc = subprocess.Popen([sys.executable, "-B", "-S", "-E", "-c", script, CLIENT_SRC] + list(args),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.dir)
         out, err = proc.communicate()
         return proc.returncode, out.decode("utf-8"), err.decode("utf-8")
@@ -91,7 +92,7 @@ class ProcessTest(unittest.TestCase):
 
     def test_python_m_dump_and_version(self):
         self.assertEqual(run_client(["-c", self.conf, "--dump"]), (0, VALUE + "\n", ""))
-        self.assertEqual(run_client(["--version"])[:2], (0, "shoal-client 1.0.0\n"))
+        self.assertEqual(run_client(["--version"])[:2], (0, "shoal-client %s\n" % __version__))
         self.assertEqual(read_bytes(self.local), REALISTIC_LOCAL)
 
     def test_killed_between_temp_write_and_rename(self):
