@@ -20,27 +20,36 @@ logger = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 TEST_HOOK_VAR = "SHOAL_CLIENT_TEST_HOOK"
 
-# Exit statuses: (code, name, meaning). docs/client.md and --help show this table.
-EXIT_CODES = (
-    (0, "OK", "success: the file was updated or already right, or --dump/--frontier printed"),
-    (1, "INTERNAL", "unexpected error (a Python traceback follows); nothing was written"),
-    (2, "USAGE", "bad command line or configuration file"),
-    (3, "UNREACHABLE", "cannot connect to the server (refused, DNS, TLS verification, reset)"),
-    (4, "TIMEOUT", "the server did not answer within the timeout"),
-    (5, "HTTP_ERROR", "the server answered with an HTTP error status"),
-    (6, "BAD_RESPONSE", "the answer is not UTF-8 JSON in the /nearest shape"),
-    (7, "NO_CACHES", "the answer holds no usable cache"),
-    (8, "FILE_ERROR", "the CVMFS config cannot be read, parsed or replaced"),
-    (9, "LOCKED", "another shoal-client run held the lock for longer than lock_timeout"),
-    (10, "RELOAD_FAILED", "the file was updated but `cvmfs_config reload` failed"),
-)
-
-
 class Exit(object):
-    """Named exit statuses (see EXIT_CODES)."""
+    """Named exit statuses; EXIT_CODES says what each means."""
 
-    OK, INTERNAL, USAGE, UNREACHABLE, TIMEOUT, HTTP_ERROR, BAD_RESPONSE, NO_CACHES, FILE_ERROR, LOCKED, \
-        RELOAD_FAILED = [code for code, _, _ in EXIT_CODES]
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    TIMEOUT = 4
+    HTTP_ERROR = 5
+    BAD_RESPONSE = 6
+    NO_CACHES = 7
+    FILE_ERROR = 8
+    LOCKED = 9
+    RELOAD_FAILED = 10
+
+
+# (code, name, meaning): --help prints this table, docs/client.md shows it (a test compares them).
+EXIT_CODES = (
+    (Exit.OK, "OK", "success: the file was updated or already right, or --dump/--frontier printed"),
+    (Exit.INTERNAL, "INTERNAL", "unexpected error (a Python traceback follows); nothing was written"),
+    (Exit.USAGE, "USAGE", "bad command line or configuration file"),
+    (Exit.UNREACHABLE, "UNREACHABLE", "cannot connect to the server (refused, DNS, TLS verification, reset)"),
+    (Exit.TIMEOUT, "TIMEOUT", "the server did not answer within the timeout"),
+    (Exit.HTTP_ERROR, "HTTP_ERROR", "the server answered with an HTTP error status"),
+    (Exit.BAD_RESPONSE, "BAD_RESPONSE", "the answer is not UTF-8 JSON in the /nearest shape"),
+    (Exit.NO_CACHES, "NO_CACHES", "the answer holds no usable cache"),
+    (Exit.FILE_ERROR, "FILE_ERROR", "the CVMFS config cannot be read, parsed or replaced"),
+    (Exit.LOCKED, "LOCKED", "another shoal-client run held the lock for longer than lock_timeout"),
+    (Exit.RELOAD_FAILED, "RELOAD_FAILED", "the file was updated but `cvmfs_config reload` failed"),
+)
 
 
 class ClientError(Exception):
