@@ -42,6 +42,8 @@ class Limits:
     max_age: float = 180.0          # older than this never creates or refreshes an entry
     drift_tolerance: float = 60.0   # beyond this the entry is flagged as drifting
     require_user_id: bool = False
+    # With server-side verification on, an agent's own "verified": true must not count.
+    trust_verified_claim: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +218,7 @@ def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optio
     verified = data.get("verified", False)
     if not isinstance(verified, bool):
         raise InvalidHeartbeat("bad_verified", "verified must be true or false")
+    verified = verified and limits.trust_verified_claim
     version = data.get("agent_version")
     if version is not None and (not isinstance(version, str) or not _VERSION_RE.match(version)):
         raise InvalidHeartbeat("bad_agent_version", "agent_version has unexpected characters")

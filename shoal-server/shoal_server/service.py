@@ -35,7 +35,8 @@ class ShoalService:
         cache = config.cache
         self.limits = Limits(default_max_load=cache.cache_max_load, max_age=cache.cache_inactive_time,
                              drift_tolerance=cache.cache_clock_drift,
-                             require_user_id=config.rabbitmq.use_ssl)
+                             require_user_id=config.rabbitmq.use_ssl,
+                             trust_verified_claim=not cache.cache_verification)
         policy = build_policy(config.security.require_hostname_match, config.security.hostname_allow_list,
                               config.path)
         self.sink = HeartbeatSink(self.table, self.locator, self.limits, self.status, clock, policy=policy)

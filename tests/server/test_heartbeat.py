@@ -118,3 +118,8 @@ def test_is_hostname(name, ok):
 def test_real_clock_message_is_fresh():
     hb = parse_heartbeat(body(timestamp=time.time()), time.time())
     assert abs(hb.drift) < 5 and math.isfinite(hb.load)
+
+
+def test_agent_claim_of_verified_ignored_when_server_verifies():
+    assert parse_heartbeat(body(verified=True), NOW).verified is True
+    assert parse_heartbeat(body(verified=True), NOW, Limits(trust_verified_claim=False)).verified is False
