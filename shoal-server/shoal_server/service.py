@@ -7,7 +7,6 @@ import threading
 import time
 from typing import Callable, List, Optional
 
-import web
 
 from .config import ServerConfig
 from .consumer import Consumer, ConsumerStatus, HeartbeatSink
@@ -48,7 +47,6 @@ class ShoalService:
         self._threads: List[threading.Thread] = []
         self._started = False
         self._lock = threading.Lock()
-        web.config.debug = False  # never render tracebacks to HTTP clients
         self.app = create_app(self.table, self.locator, config, self.status, clock)
         self._wsgi = self.app.wsgifunc()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -17,6 +18,8 @@ from .ranking import Ranked, RankIndex, Weights
 from .render import cache_record, pac_proxies, ranked_json, render_pac, to_json
 from .statuspage import load_world_outline, parse_request, render_status
 from .table import CacheTable
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_N = 5
 MAX_N = 100
@@ -113,6 +116,8 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
                clock: Callable[[], float] = time.time) -> web.application:
     """Build the web.py application around the shared state; ``.wsgifunc()`` gives the WSGI callable."""
     shoal = Shoal(table, locator, config, status, clock)
+    # web.py keeps this switch only as a module global; on, it renders tracebacks to clients.
+    web.config.debug = False
 
     def respond(result: Tuple[str, str, str]) -> str:
         status_line, content_type, body = result
@@ -180,12 +185,15 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
         except web.HTTPError:
             shoal.metrics.observe(web.ctx.path, web.ctx.status, time.perf_counter() - start)
             raise
-        except Exception:
-            shoal.metrics.observe(web.ctx.path, "500", time.perf_counter() - start)
-            raise
         shoal.metrics.observe(web.ctx.path, web.ctx.status, time.perf_counter() - start)
         return result
 
+    def internal_error() -> web.HTTPError:
+        """Called by web.py inside its handler's ``except``: log the traceback, show nothing of it."""
+        logger.exception("error serving %s", web.ctx.path)
+        return web.internalerror("internal server error\n")
+
+    app.internalerror = internal_error  # type: ignore[method-assign]
     app.add_processor(count_request)
     app.shoal = shoal  # type: ignore[attr-defined]
     return app
