@@ -54,13 +54,17 @@ def percentile(xs: Sequence[float], q: float) -> float:
     return s[k]
 
 
-def timed(fn: Any, repeat: int) -> List[float]:
-    """Wall seconds of ``repeat`` calls of ``fn()``."""
+def timed(fn: Any, repeat: int, clock: Any = time.perf_counter) -> List[float]:
+    """Seconds of ``repeat`` calls of ``fn()`` by ``clock`` (wall by default).
+
+    ``time.thread_time`` gives the CPU time of the calling thread: on a shared, loaded machine
+    it leaves out the time spent waiting for a core, which wall time cannot.
+    """
     out = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        out.append(time.perf_counter() - t)
+        out.append(clock() - t)
     return out
 
 
@@ -160,7 +164,7 @@ def broker(base_dir: Optional[str] = None) -> Iterator[Tuple[str, int, Optional[
     env = os.environ.get("SHOAL_BENCH_AMQP")
     if env:
         host, port = env.rsplit(":", 1)
-        yield host, int(port), None
+        yield host, int(port), shared_node()
         return
     with tempfile.TemporaryDirectory(prefix="shoal-bench-rabbit-") as tmp:
         node = RabbitNode(base_dir or tmp)
@@ -169,6 +173,15 @@ def broker(base_dir: Optional[str] = None) -> Iterator[Tuple[str, int, Optional[
             yield "127.0.0.1", node.amqp_port, node
         finally:
             node.stop()
+
+
+def shared_node() -> Optional[RabbitNode]:
+    """A handle (for rabbitmqctl only) on the node run_all started: $SHOAL_BENCH_NODE = name:base_dir."""
+    spec = os.environ.get("SHOAL_BENCH_NODE")
+    if not spec:
+        return None
+    name, base_dir = spec.split(":", 1)
+    return RabbitNode(base_dir, name=name)
 
 
 def server(workdir: str, host: str, port: int, exchange: str, cache: Optional[Dict[str, Any]] = None,

@@ -90,24 +90,28 @@ def in_process(sizes: List[int], quick: bool) -> List[Dict[str, Any]]:
         table = synthetic_table(n)
         reps = 5 if quick else max(15, min(300, 3_000_000 // max(n, 1)))
         entries, cols = table.columns()
-        static = common.timed(lambda: RankIndex(*table.columns()).rank(client, None, weights, 5), reps)
+        cpu = time.thread_time
+        static = common.timed(lambda: RankIndex(*table.columns()).rank(client, None, weights, 5), reps, cpu)
+        static_wall = common.timed(lambda: RankIndex(*table.columns()).rank(client, None, weights, 5), reps)
         hb = entries[0].hb
 
         def after_change() -> None:
             table.upsert(hb, 1000.0, lambda ip: None)
             RankIndex(*table.columns()).rank(client, None, weights, 5)
-        changed = common.timed(after_change, reps)
-        upsert_only = common.timed(lambda: table.upsert(hb, 1000.0, lambda ip: None), reps)
-        unplaced = common.timed(lambda: RankIndex(*table.columns()).rank(None, "8.8.8.8", weights, 5), reps)
-        verified = common.timed(lambda: RankIndex(*table.columns()).rank(client, None, weights, 5, True), reps)
-        plain = common.timed(lambda: plain_python_rank(table.snapshot(), client, weights, 5), max(3, reps // 10))
+        changed = common.timed(after_change, reps, cpu)
+        upsert_only = common.timed(lambda: table.upsert(hb, 1000.0, lambda ip: None), reps, cpu)
+        unplaced = common.timed(lambda: RankIndex(*table.columns()).rank(None, "8.8.8.8", weights, 5), reps, cpu)
+        verified = common.timed(lambda: RankIndex(*table.columns()).rank(client, None, weights, 5, True), reps, cpu)
+        plain = common.timed(lambda: plain_python_rank(table.snapshot(), client, weights, 5), max(3, reps // 10),
+                             cpu)
         app = wsgi_app(table)
         query = f"ip={CLIENT_IP}"
-        wsgi_nearest = common.timed(lambda: call_wsgi(app, "/nearest", query), reps)
-        wsgi_health = common.timed(lambda: call_wsgi(app, "/healthz"), reps)
+        wsgi_nearest = common.timed(lambda: call_wsgi(app, "/nearest", query), reps, cpu)
+        wsgi_health = common.timed(lambda: call_wsgi(app, "/healthz"), reps, cpu)
         ms = lambda xs: common.median(xs) * 1000.0  # noqa: E731
         rows.append({
             "caches": n, "rank_ms": ms(static), "rank_p90_ms": common.percentile(static, 90) * 1000.0,
+            "rank_wall_ms": ms(static_wall), "rank_wall_p90_ms": common.percentile(static_wall, 90) * 1000.0,
             "rank_after_change_ms": max(0.0, ms(changed) - ms(upsert_only)), "unplaced_ms": ms(unplaced),
             "verified_ms": ms(verified), "plain_python_ms": ms(plain), "wsgi_nearest_ms": ms(wsgi_nearest),
             "wsgi_healthz_ms": ms(wsgi_health), "repeats": reps,
@@ -163,15 +167,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     sizes = [10, 100] if args.quick else [10, 100, 1000, 10000, 100000]
     local = in_process(sizes, args.quick)
     md_local = common.table(
-        ["caches", "rank (ms)", "p90", "after a change", "unplaced client", "verified only", "plain Python loop",
-         "WSGI /nearest", "WSGI /healthz"],
-        [[r["caches"], r["rank_ms"], r["rank_p90_ms"], r["rank_after_change_ms"], r["unplaced_ms"],
+        ["caches", "rank", "p90", "rank, wall", "wall p90", "after a change", "unplaced client", "verified only",
+         "plain Python loop", "WSGI /nearest", "WSGI /healthz"],
+        [[r["caches"], r["rank_ms"], r["rank_p90_ms"], r["rank_wall_ms"], r["rank_wall_p90_ms"],
+          r["rank_after_change_ms"], r["unplaced_ms"],
           r["verified_ms"], r["plain_python_ms"], r["wsgi_nearest_ms"], r["wsgi_healthz_ms"]] for r in local])
-    print("In-process ranking, n=5, median ms\n" + md_local + "\n")
+    print("In-process ranking, n=5, median ms of thread CPU time (wall where marked)\n" + md_local + "\n")
     http: List[Dict[str, Any]] = []
     md_http = ""
     if not args.no_http and common.have("wrk"):
-        http_sizes = [10, 100] if args.quick else [10, 1000, 10000, 100000]
+        http_sizes = [10] if args.quick else [10, 1000, 10000, 100000]
         http = over_http(http_sizes, args.quick, 1.0 if args.quick else args.seconds, [1, 8])
         md_http = common.table(
             ["server", "caches", "conns", "/healthz req/s", "/nearest req/s", "/healthz p50 ms", "/nearest p50 ms",
@@ -183,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     at10k = [r for r in http if r["caches"] == 10000]
     verdict["http_ratio_10k_p50"] = max((r["ratio_p50"] for r in at10k), default=None)
     verdict["http_ratio_10k_rps"] = max((r["ratio_rps"] for r in at10k), default=None)
-    md = "In-process ranking, n=5, median ms\n\n" + md_local + ("\n\nOver HTTP (wrk, loopback)\n\n" + md_http if md_http else "")
+    md = "In-process ranking, n=5, median ms of thread CPU time (wall where marked)\n\n" + md_local + ("\n\nOver HTTP (wrk, loopback)\n\n" + md_http if md_http else "")
     common.save(args.out, "ranking", {"in_process": local, "http": http, "verdict": verdict, "quick": args.quick}, md)
     plot(args.out, local, http)
     return 0

@@ -162,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("Soak\n%s\n" % md)
     ok = errors == 0 and summary["dropped"] == 0 and summary["accepted"] == summary["heartbeats_sent"]
     common.save(args.out, "soak", {"summary": summary, "windows": windows, "samples": samples, "ok": ok,
-                                   "settings": vars(args)}, md)
+                                   "settings": vars(args), "quick": args.quick}, md)
     fig, axes = common.figure(2)
     axes[0].plot([w["t"] for w in windows], [w["p99_ms"] for w in windows], label="p99")
     axes[0].plot([w["t"] for w in windows], [w["p50_ms"] for w in windows], label="p50")

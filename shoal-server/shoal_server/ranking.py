@@ -68,6 +68,7 @@ class RankIndex:
     """
 
     _TOLERANCE = 1e-9   # relative; the vector pass errs by ~1e-15
+    SMALL = 48          # up to this many caches, scoring each in Python beats numpy's call overhead
 
     def __init__(self, entries: Sequence[CacheEntry], columns: Columns) -> None:
         self.entries, self.cols = entries, columns
@@ -81,11 +82,19 @@ class RankIndex:
             chosen = select(self.entries, verified_only, upstream)
             return RankIndex(chosen, Columns.from_entries(chosen)).rank(client, client_ip, weights, n)
         rows = self._eligible(verified_only, upstream)
+        small = len(self.entries) <= self.SMALL
         if client is None:
+            if small:
+                pool = self.entries if rows is None else [self.entries[i] for i in rows.tolist()]
+                return _rank_unplaced(pool, client_ip, weights, n)
             return self._rank_unplaced(rows, client_ip, weights, n)
         u = client.unit_vector
+        if small:
+            candidates: Iterable[int] = range(len(self.entries)) if rows is None else rows.tolist()
+        else:
+            candidates = self._cheapest(self._costs(u, weights, rows), rows, n)
         scored = []
-        for i in self._cheapest(self._costs(u, weights, rows), rows, n):
+        for i in candidates:
             e = self.entries[i]
             angle = _angle(u, e.unit)
             scored.append((cost(angle, e.hb.load, e.hb.max_load, weights), angle, e))

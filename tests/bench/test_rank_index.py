@@ -43,7 +43,7 @@ coords = st.one_of(st.none(), st.tuples(st.sampled_from([0.0, 46.2, -33.9, 90.0]
 rows = st.tuples(coords, st.sampled_from([0.0, 10.0, 500.0, 1000.0]) | st.floats(0, 3000),
                  st.sampled_from([1000.0, 122000.0]), st.sampled_from(["142.90.1.1", "131.225.1.1", "10.0.0.1"]),
                  st.sampled_from(["cvmfs", "frontier", "both"]), st.sampled_from([None, True, False]))
-tables = st.lists(rows, max_size=300).map(
+tables = st.lists(rows, max_size=150).map(
     lambda rs: [entry(f"c{i:03d}", *(c or (None, None)), load, ml, ip, up, v)
                 for i, (c, load, ml, ip, up, v) in enumerate(rs)])
 clients = st.one_of(st.none(), st.tuples(st.floats(-90, 90), st.floats(-180, 180)).map(lambda t: Location(*t)),
@@ -54,17 +54,22 @@ def shape(ranked):
     return [(r.entry.uuid, r.cost, r.distance_km) for r in ranked]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(tables, clients, st.sampled_from([None, "142.90.1.1", "8.8.8.8"]), st.integers(0, 12),
        st.sampled_from([Weights(), Weights(0.0, 1.0), Weights(1.0, 1.0), Weights(0.3, 2.5), Weights(0.5, 0.5)]),
-       st.sampled_from([(False, None), (True, None), (False, "cvmfs"), (True, "frontier")]))
-def test_index_equals_reference(entries, client, client_ip, n, weights, route):
+       st.sampled_from([(False, None), (True, None), (False, "cvmfs"), (True, "frontier")]),
+       st.sampled_from([0, RankIndex.SMALL]))
+def test_index_equals_reference(entries, client, client_ip, n, weights, route, small):
     verified, upstream = route
     chosen = select(entries, verified, upstream)
     expected = reference(chosen, client, client_ip, weights, n)
-    index = RankIndex(tuple(entries), Columns.from_entries(entries))
-    assert shape(index.rank(client, client_ip, weights, n, verified, upstream)) == expected
-    assert shape(rank(chosen, client, client_ip, weights, n)) == expected
+    saved, RankIndex.SMALL = RankIndex.SMALL, small  # 0: the vector pass even for tiny tables
+    try:
+        index = RankIndex(tuple(entries), Columns.from_entries(entries))
+        assert shape(index.rank(client, client_ip, weights, n, verified, upstream)) == expected
+        assert shape(rank(chosen, client, client_ip, weights, n)) == expected
+    finally:
+        RankIndex.SMALL = saved
 
 
 def heartbeat(uuid, ip, load, now):
@@ -85,7 +90,7 @@ ops = st.lists(st.one_of(
 ), max_size=120)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(ops, clients)
 def test_table_columns_follow_every_change(operations, client):
     table, now = CacheTable(), 1000.0
