@@ -129,12 +129,51 @@ def publish(host: str, port: int, exchange: str, bodies: List[bytes]) -> None:
         pub.close()
 
 
+def start_apache(host: str, port: int, exchange: str) -> Any:
+    """shoal-server under Apache mod_wsgi with the shipped conf/shoal.conf (tests/deploy's harness), or None."""
+    try:
+        sys.path.insert(0, os.path.join(common.REPO, "tests", "deploy"))
+        from test_deploy_apache import APACHE, MODULES, Apache, wait_until
+        from support.procs import write_ini
+    except ImportError as err:
+        print(f"(no Apache benchmark: {err})")
+        return None
+    if not (os.path.exists(APACHE) and os.path.exists(f"{MODULES}/mod_wsgi.so")):
+        print("(no Apache benchmark: apache2 with mod_wsgi is not installed)")
+        return None
+    root = tempfile.mkdtemp(prefix="shoal-bench-apache-")
+    os.chmod(root, 0o755)  # Apache's workers (www-data) must reach the daemon socket and the files
+    config = os.path.join(root, "shoal_server.conf")
+    write_ini(config, {"general": {}, "cache": {"cache_inactive_time": 3600, "cache_cleanse_interval": 60},
+                       "rabbitmq": {"amqp_server_url": host, "amqp_port": port, "amqp_exchange": exchange,
+                                    "amqp_username": "guest", "amqp_password": "guest", "heartbeat": 120},
+                       "logging": {"logging_level": "warning"}})
+    os.chmod(config, 0o644)
+    apache = Apache(root, config)
+    apache.bench_root = root
+    apache.start()
+    try:
+        wait_until(lambda: apache.get_json("/healthz").get("consumer_connected"), 60, "Apache's consumer connected")
+    except BaseException:
+        stop_apache(apache)
+        raise
+    return apache
+
+
+def stop_apache(apache: Any) -> None:
+    import shutil
+    apache.stop()
+    shutil.rmtree(apache.bench_root, ignore_errors=True)
+
+
 def over_http(sizes: List[int], quick: bool, seconds: float, conns: List[int]) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
     exchange = f"bench-{uuidlib.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="shoal-bench-rank-") as tmp, common.broker() as (host, port, _):
         srv = common.server(os.path.join(tmp, "server"), host, port, exchange,
                             cache={"cache_inactive_time": 3600, "cache_cleanse_interval": 60})
+        apache = None if quick else start_apache(host, port, exchange)
+        servers = [("cheroot", srv)] + ([("apache mod_wsgi", apache)] if apache else [])
         try:
             ips = common.addresses(max(sizes), seed=11)
             have = 0
@@ -142,29 +181,39 @@ def over_http(sizes: List[int], quick: bool, seconds: float, conns: List[int]) -
                 now = time.time()
                 publish(host, port, exchange, [common.heartbeat_body(f"h{i:06d}", ips[i], 1000.0 + i % 5000, now)
                                                for i in range(have, n)])
-                srv.wait_for(lambda h: h.get("caches") == n, timeout=120)
+                for _, server in servers:
+                    deadline = time.monotonic() + 180
+                    while server.get_json("/healthz").get("caches") != n:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"{server.url} did not reach {n} caches")
+                        time.sleep(0.1)
                 have = n
-                for c in conns:
-                    health = common.wrk(srv.url + "/healthz", c, seconds)
-                    near = common.wrk(srv.url + f"/nearest?ip={CLIENT_IP}", c, seconds)
-                    rows.append({"server": "cheroot", "caches": n, "connections": c,
-                                 "healthz_rps": health["rps"], "nearest_rps": near["rps"],
-                                 "healthz_p50_ms": health["p50_ms"], "nearest_p50_ms": near["p50_ms"],
-                                 "healthz_p99_ms": health["p99_ms"], "nearest_p99_ms": near["p99_ms"],
-                                 "ratio_p50": near["p50_ms"] / health["p50_ms"],
-                                 "ratio_rps": health["rps"] / near["rps"],
-                                 "errors": health["errors"] + near["errors"]})
+                for name, server in servers:
+                    for c in conns:
+                        health = common.wrk(server.url + "/healthz", c, seconds)
+                        near = common.wrk(server.url + f"/nearest?ip={CLIENT_IP}", c, seconds)
+                        rows.append({"server": name, "caches": n, "connections": c,
+                                     "healthz_rps": health["rps"], "nearest_rps": near["rps"],
+                                     "healthz_p50_ms": health["p50_ms"], "nearest_p50_ms": near["p50_ms"],
+                                     "healthz_p99_ms": health["p99_ms"], "nearest_p99_ms": near["p99_ms"],
+                                     "ratio_p50": near["p50_ms"] / health["p50_ms"],
+                                     "ratio_rps": health["rps"] / near["rps"],
+                                     "errors": health["errors"] + near["errors"]})
         finally:
             srv.stop()
+            if apache is not None:
+                stop_apache(apache)
     return rows
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=3.0, help="duration of each wrk run")
+    p.add_argument("--seconds", type=float, default=2.0, help="duration of each wrk run")
+    p.add_argument("--sizes", type=int, nargs="+", help="table sizes in-process")
+    p.add_argument("--http-sizes", type=int, nargs="+", help="table sizes over HTTP")
     p.add_argument("--no-http", action="store_true")
     args = p.parse_args(argv)
-    sizes = [10, 100] if args.quick else [10, 100, 1000, 10000, 100000]
+    sizes = args.sizes or ([10, 100] if args.quick else [10, 100, 1000, 10000, 100000])
     local = in_process(sizes, args.quick)
     md_local = common.table(
         ["caches", "rank", "p90", "rank, wall", "wall p90", "after a change", "unplaced client", "verified only",
@@ -176,7 +225,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     http: List[Dict[str, Any]] = []
     md_http = ""
     if not args.no_http and common.have("wrk"):
-        http_sizes = [10] if args.quick else [10, 1000, 10000, 100000]
+        http_sizes = args.http_sizes or ([10] if args.quick else [10, 1000, 10000, 100000])
         http = over_http(http_sizes, args.quick, 1.0 if args.quick else args.seconds, [1, 8])
         md_http = common.table(
             ["server", "caches", "conns", "/healthz req/s", "/nearest req/s", "/healthz p50 ms", "/nearest p50 ms",
@@ -185,7 +234,9 @@ def main(argv: Optional[List[str]] = None) -> int:
               r["nearest_p50_ms"], r["nearest_p99_ms"], r["ratio_p50"], r["errors"]] for r in http])
         print("Over HTTP (wrk, loopback)\n" + md_http + "\n")
     verdict = {f"in_process_{n}": next((r["rank_ms"] for r in local if r["caches"] == n), None) for n in TARGETS}
-    at10k = [r for r in http if r["caches"] == 10000]
+    at10k = [r for r in http if r["caches"] == 10000 and r["server"] == "cheroot"]
+    apache10k = [r for r in http if r["caches"] == 10000 and r["server"] != "cheroot"]
+    verdict["apache_ratio_10k_p50"] = max((r["ratio_p50"] for r in apache10k), default=None)
     verdict["http_ratio_10k_p50"] = max((r["ratio_p50"] for r in at10k), default=None)
     verdict["http_ratio_10k_rps"] = max((r["ratio_rps"] for r in at10k), default=None)
     md = "In-process ranking, n=5, median ms of thread CPU time (wall where marked)\n\n" + md_local + ("\n\nOver HTTP (wrk, loopback)\n\n" + md_http if md_http else "")
