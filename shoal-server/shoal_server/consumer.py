@@ -13,7 +13,7 @@ import pika.exceptions
 
 from .amqp import RabbitSettings, connection_params, declare_exchange
 from .geo import GeoLocator
-from .heartbeat import InvalidHeartbeat, Limits, parse_heartbeat
+from .heartbeat import Heartbeat, InvalidHeartbeat, Limits, parse_heartbeat
 from .table import CacheEntry, CacheTable
 
 logger = logging.getLogger(__name__)
@@ -88,13 +88,13 @@ class HeartbeatSink:
 
     def __init__(self, table: CacheTable, locator: GeoLocator, limits: Limits, status: ConsumerStatus,
                  clock: Callable[[], float] = time.time,
-                 policy: Optional[Callable[[object], None]] = None) -> None:
+                 policy: Optional[Callable[[Heartbeat], None]] = None) -> None:
         self._table, self._locator, self._limits = table, locator, limits
         self._status, self._clock, self._policy = status, clock, policy
         self._log = RateLimitedLog(logger)
 
     @property
-    def policy(self) -> Optional[Callable[[object], None]]:
+    def policy(self) -> Optional[Callable[[Heartbeat], None]]:
         """The extra admission check (e.g. the hostname policy), also applied to restored entries."""
         return self._policy
 

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Optional, Protocol, Tuple
+from typing import Any, Dict, Optional, Protocol, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +91,12 @@ class MmdbLocator:
         if not is_locatable(address):
             return None
         try:
-            record = self._reader.get(address)
+            found = self._reader.get(address)
         except ValueError:
             return None
-        if not isinstance(record, dict):
+        if not isinstance(found, dict):
             return None
+        record: Dict[str, Any] = found
         loc = record.get("location") or {}
         if "latitude" not in loc or "longitude" not in loc:
             return None
