@@ -13,8 +13,8 @@ from typing import Optional
 from .addresses import is_dns_name
 from .amqp import RabbitSettings, check_settings
 from .inifile import ConfigError, Schema, find_config, load_ini, setting, to_choice, to_float, to_int, to_path
+from .logsetup import LoggingSettings
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 UPSTREAMS = ("cvmfs", "frontier", "both")
 CACHE_TYPES = ("squid", "varnish")
 LOAD_SOURCES = ("interface", "squid")
@@ -79,12 +79,6 @@ class SquidSettings:
     check_timeout: float = setting(10.0, to_float(0.1, 300))
     proxy_host: str = "127.0.0.1"
     manager_url: str = setting("", to_http_url)
-
-
-@dataclasses.dataclass(frozen=True)
-class LoggingSettings:
-    log_file: str = setting("", to_path)
-    logging_level: str = setting("info", to_choice(*LOG_LEVELS))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import enum
 import logging
-import logging.handlers
 import os
 import signal
 import ssl
@@ -25,10 +24,10 @@ from .config import AgentConfig, ConfigError, load_config, locate_config
 from .heartbeat import encode
 from .identity import StateDirError, default_state_dirs, load_or_create_uuid, new_uuid, read_uuid, resolve_state_dir
 from .load import LoadError, read_tx_bytes
+from .logsetup import setup_logging
 from .publisher import Publisher
 
 logger = logging.getLogger("shoal_agent")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 STOP_GRACE = 1.5
 POLL = 0.1
 
@@ -55,25 +54,6 @@ class SignalFlag:
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self.handle)
         signal.signal(signal.SIGINT, self.handle)
-
-
-def setup_logging(config: AgentConfig) -> None:
-    """Log to ``log_file`` (reopened after logrotate moves it) or else to stderr."""
-    handler: logging.Handler
-    if config.logging.log_file:
-        try:
-            handler = logging.handlers.WatchedFileHandler(config.logging.log_file)
-        except OSError as err:
-            raise ConfigError(config.path, "logging", "log_file",
-                              f"cannot open {config.logging.log_file}: {err.strerror}") from None
-    else:
-        handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.logging.logging_level.upper())
-    # pika logs every failed connect with a traceback; the agent reports failures itself, once.
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -152,7 +132,7 @@ def main(argv: Optional[List[str]] = None, out: Optional[TextIO] = None, err: Op
     args = parse_args(argv)
     try:
         config = load_config(locate_config(args.config))
-        setup_logging(config)
+        setup_logging(config.logging, config.path)
         if config.path == "(defaults)":
             logger.warning("no configuration file found (--config, $SHOAL_AGENT_CONFIG, /etc/shoal, ~/.shoal); "
                            "using the defaults")

@@ -6,10 +6,9 @@ import ipaddress
 from typing import Optional, Tuple
 
 from .amqp import RabbitSettings, check_settings, check_tls_files
-from .inifile import (ConfigError, Schema, find_config, load_ini, setting, to_choice, to_float,
-                      to_int, to_list, to_path)
+from .inifile import ConfigError, Schema, find_config, load_ini, setting, to_float, to_int, to_list, to_path
+from .logsetup import LoggingSettings
 
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _networks(text: str) -> Tuple[str, ...]:
@@ -54,12 +53,6 @@ class CacheSettings:
 class SecuritySettings:
     require_hostname_match: bool = False
     hostname_allow_list: str = setting("", to_path)
-
-
-@dataclasses.dataclass(frozen=True)
-class LoggingSettings:
-    log_file: str = setting("", to_path)
-    logging_level: str = setting("info", to_choice(*LOG_LEVELS))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,26 +11,12 @@ from typing import List, Optional
 from cheroot import wsgi
 
 from . import __version__
-from .config import ConfigError, ServerConfig, load_config, locate_config
+from .config import ConfigError, load_config, locate_config
 from .geo import GeoDatabaseError
+from .logsetup import setup_logging
 from .service import ShoalService
 
 logger = logging.getLogger("shoal_server")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def setup_logging(config: ServerConfig) -> None:
-    """Log to ``log_file`` if set, else stderr (systemd's journal collects it)."""
-    handler: logging.Handler
-    if config.logging.log_file:
-        handler = logging.FileHandler(config.logging.log_file)
-    else:
-        handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.logging.logging_level.upper())
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -44,7 +30,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(locate_config(args.config))
-        setup_logging(config)
+        setup_logging(config.logging, config.path)
         service = ShoalService(config)
     except ConfigError as err:
         print(f"shoal-server: {err}", file=sys.stderr)

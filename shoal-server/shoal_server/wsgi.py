@@ -11,7 +11,7 @@ import threading
 from typing import Callable, Iterable, Optional
 
 from .config import load_config, locate_config
-from .main import setup_logging
+from .logsetup import setup_logging
 from .service import ShoalService
 
 _lock = threading.Lock()
@@ -24,7 +24,7 @@ def get_service(config_path: Optional[str] = None) -> ShoalService:
     with _lock:
         if _service is None:
             config = load_config(locate_config(config_path))
-            setup_logging(config)
+            setup_logging(config.logging, config.path)
             service = ShoalService(config)
             service.start()
             _service = service

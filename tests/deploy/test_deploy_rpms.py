@@ -103,8 +103,9 @@ def test_file_lists(built):
     assert server["/var/lib/shoal-server"]["user"] == "shoal"
 
     # The agent's shared modules are real files in the package, not symlinks into shoal-server.
-    shared = [f for f in agent if f.endswith(("/shoal_agent/amqp.py", "/shoal_agent/inifile.py"))]
-    assert len(shared) == 2 and all(agent[f]["perms"].startswith("-") for f in shared)
+    shared = [f for f in agent if f.endswith(("/shoal_agent/amqp.py", "/shoal_agent/inifile.py",
+                                               "/shoal_agent/logsetup.py"))]
+    assert len(shared) == 3 and all(agent[f]["perms"].startswith("-") for f in shared)
 
 
 def test_requires(built):

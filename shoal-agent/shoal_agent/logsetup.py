@@ -1,0 +1,1 @@
+../../shoal-server/shoal_server/logsetup.py
