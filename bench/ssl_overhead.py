@@ -186,6 +186,38 @@ def node_cpu_seconds(node: RabbitNode) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def node_rss_kib(node: RabbitNode) -> int:
+    """RSS of every process of the node's session."""
+    assert node.proc is not None
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                sid = int(fh.read().rsplit(")", 1)[1].split()[3])
+            if sid == node.proc.pid:
+                total += common.rss_kib(int(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def held_connections(kind: str, count: int, node: RabbitNode) -> float:
+    """(e) broker RSS per open connection (KiB): open ``count`` idle connections, read, close them."""
+    before = node_rss_kib(node)
+    conns = []
+    try:
+        for _ in range(count):
+            conns.append(pika.BlockingConnection(PARAMS[kind]))
+        time.sleep(2.0)
+        after = node_rss_kib(node)
+    finally:
+        for conn in conns:
+            conn.close()
+    return (after - before) / count
+
+
 def parallel(fn: Any, kind: str, clients: int, seconds: float,
              node: RabbitNode) -> Tuple[float, float]:
     """Run ``fn`` in ``clients`` processes; return (operations/s, broker CPU ms per operation)."""
@@ -203,6 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="duration of the (c) and (d) runs")
     args = p.parse_args(argv)
     n_one, n_hundred, seconds = (3, 1, 0.5) if args.quick else (60, 7, args.seconds)
+    n_held = 10 if args.quick else 200
     res: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="shoal-bench-ssl-") as tmp:
         broker = BenchBroker(os.path.join(tmp, "broker"))
@@ -224,6 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     res[f"publish_cpu_ms_{kind}_{clients}"] = cpu
                 rate, cpu = parallel(_pipelined_loop, kind, 1, seconds, broker.node)
                 res[f"pipelined_rate_{kind}"], res[f"pipelined_cpu_ms_{kind}"] = rate, cpu
+                res[f"conn_kib_{kind}"] = held_connections(kind, n_held, broker.node)
         finally:
             broker.stop()
     ms = lambda xs, q=50: common.percentile(xs, q) * 1000.0  # noqa: E731
@@ -254,10 +288,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     agents_persistent = max(res[f"publish_rate_tls_{CLIENTS}"], res["pipelined_rate_tls"]) * INTERVAL
     summary = (f"TLS handshake (a, TLS - plain median): {handshake_ms:.1f} ms wall, broker CPU "
                f"{res['connect_cpu_ms_tls'] - res['connect_cpu_ms_plain']:.1f} ms more per TLS connection.\n"
-               f"At a {INTERVAL:.0f} s interval: connect-per-heartbeat agents could number ~{agents_reconnect:,.0f}; "
-               f"over persistent TLS connections ~{agents_persistent:,.0f}.")
+               f"(e) an open idle connection costs the broker {res['conn_kib_tls']:.0f} KiB with TLS, "
+               f"{res['conn_kib_plain']:.0f} KiB plain ({n_held} held).\n"
+               f"At a {INTERVAL:.0f} s interval, the broker's CPU allows ~{agents_reconnect:,.0f} agents that connect "
+               f"for every heartbeat, and ~{agents_persistent:,.0f} on persistent TLS connections (memory: "
+               f"{res['conn_kib_tls'] * 10000 / 1048576:.1f} GiB per 10,000 connections).")
     print("%s\n\n%s\n\n%s\n" % (md_a, md_c, summary))
-    verdict = {"handshake_ms": handshake_ms, "one_ratio": med["one"][1] / med["one"][0],
+    verdict = {"handshake_ms": handshake_ms, "conn_kib_tls": res["conn_kib_tls"], "one_ratio": med["one"][1] / med["one"][0],
                "hundred_ratio": med["hundred"][1] / med["hundred"][0], "agents_reconnecting": agents_reconnect,
                "agents_persistent": agents_persistent}
     common.save(args.out, "ssl_overhead", {"raw": res, "median_ms": med, "p90_ms": p90, "verdict": verdict,

@@ -62,6 +62,16 @@ class Columns:
     """
 
     __slots__ = ("x", "y", "z", "placed", "ratio", "verified", "upstream", "pub", "ext", "last_active")
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    placed: np.ndarray
+    ratio: np.ndarray
+    verified: np.ndarray
+    upstream: np.ndarray
+    pub: np.ndarray
+    ext: np.ndarray
+    last_active: np.ndarray
     _DTYPES = {"x": np.float64, "y": np.float64, "z": np.float64, "placed": np.bool_,
                "ratio": np.float64, "verified": np.bool_, "upstream": np.int8, "pub": np.int64,
                "ext": np.int64, "last_active": np.float64}
@@ -159,10 +169,9 @@ class CacheTable:
             i = self._slot.get(hb.uuid)
             old = self._rows[i] if i is not None else None
             _check_owner(old, hb)
-            if old is None:
+            if old is None or i is None:
                 entry = CacheEntry(hb, now, now, location, None, hb.user_id)
-                i = self._append(entry)
-                self._cols.set_row(i, entry)
+                self._cols.set_row(self._append(entry), entry)
             else:
                 entry = CacheEntry(hb, old.created, now, location, old.verified, old.owner)
                 self._rows[i] = entry
