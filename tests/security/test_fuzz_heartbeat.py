@@ -13,7 +13,7 @@ import re
 import string
 import time
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from shoal_server.heartbeat import CACHE_TYPES, UPSTREAMS, Heartbeat, InvalidHeartbeat, Limits, parse_heartbeat
@@ -57,12 +57,20 @@ def check_invariants(hb: Heartbeat, user_id) -> None:
     assert hb.user_id == (user_id or None)
 
 
+def note(what: str) -> None:
+    """Count outcomes; ``--hypothesis-show-statistics`` shows the mix of accepted and rejected inputs."""
+    if currently_in_test_context():
+        event(what)
+
+
 def run(body: bytes, user_id=None) -> None:
     try:
         hb = parse_heartbeat(body, NOW, LIMITS, user_id)
     except InvalidHeartbeat as err:
         assert err.reason and isinstance(err.detail, str)
+        note(f"rejected: {err.reason}")
         return
+    note("accepted")
     check_invariants(hb, user_id)
 
 
@@ -81,7 +89,18 @@ NASTY_TEXT = ["", " ", "<script>alert(1)</script>", "\"; alert(1); //", "';DIREC
               "xn--bcher-kva.example", "bücher.example", "squid\u0000.org", "squid\n.org", "SQUID.Example.ORG.",
               "3128", " 3128 ", "+3128", "-1", "0", "65535", "65536", "²", "٣١٢٨", "1e3", "NaN", "Infinity",
               "cvmfs", "FRONTIER", "both ", "squid", "varnish", "1.0.0", "1.0.0<b>", "true"]
-nasty = st.one_of(st.sampled_from(NASTY_TEXT), json_scalars, st.sampled_from([float("nan"), float("inf"),
+# Values valid for some field: mixed into the mutations so that many mutants are still accepted
+# and the invariants are checked on them, not only on the rejections.
+dns_names = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,12}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,12}[A-Za-z0-9])?)"
+                          r"{0,3}\.[A-Za-z]{2,6}\.?", fullmatch=True)
+unicast_ips = st.ip_addresses().filter(lambda ip: not (ip.is_unspecified or ip.is_multicast)).map(str)
+plausible = st.one_of(dns_names, unicast_ips, st.integers(min_value=1, max_value=65535),
+                      st.integers(min_value=1, max_value=65535).map(str),
+                      st.floats(min_value=0, max_value=1e15, allow_nan=False),
+                      st.floats(min_value=NOW - 170, max_value=NOW + 170), st.booleans(),
+                      st.sampled_from(["cvmfs", "Frontier", "BOTH", "squid", "VARNISH", "1.0.0", "2.0.0+el9"]),
+                      st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,40}", fullmatch=True))
+nasty = st.one_of(plausible, plausible, st.sampled_from(NASTY_TEXT), json_scalars, st.sampled_from([float("nan"), float("inf"),
                   -float("inf"), 10**400, -10**400, 2**63, 1e308, -0.0, 5e-324, True, False, [], {}]),
                   json_values, st.text(alphabet=string.printable, max_size=300))
 KEYS = ["uuid", "hostname", "squid_port", "cache_port", "public_ip", "private_ip", "external_ip", "load",
@@ -117,6 +136,35 @@ user_ids = st.one_of(st.none(), st.just(""), st.sampled_from(["squid1.example.or
 
 
 # ---- targets ----------------------------------------------------------------------------------------
+
+@st.composite
+def valid_heartbeats(draw):
+    """Heartbeats inside the protocol's valid space, with values at its edges."""
+    data = {"uuid": draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", fullmatch=True)),
+            draw(st.sampled_from(["squid_port", "cache_port"])): draw(st.integers(min_value=1, max_value=65535)),
+            "public_ip": draw(unicast_ips), "load": draw(st.floats(min_value=0, max_value=1e300)),
+            "timestamp": NOW + draw(st.floats(min_value=-LIMITS.max_age, max_value=LIMITS.max_age))}
+    if draw(st.booleans()):
+        data["hostname"] = draw(st.one_of(dns_names, unicast_ips))
+    if draw(st.booleans()):
+        data["max_load"] = draw(st.floats(min_value=1e-300, max_value=1e300))
+    if draw(st.booleans()):
+        data["external_ip"] = draw(unicast_ips)
+    for key, choices in (("upstream", UPSTREAMS), ("cache_type", CACHE_TYPES)):
+        if draw(st.booleans()):
+            data[key] = draw(st.sampled_from(choices)).upper()
+    return data
+
+
+@FUZZ
+@given(valid_heartbeats())
+def test_valid_heartbeats_are_accepted(data):
+    """No false rejections at the edges of the valid space (old agents must keep working)."""
+    hb = parse_heartbeat(encode(data), NOW, LIMITS, "agent")
+    check_invariants(hb, "agent")
+    if "hostname" in data:
+        assert hb.hostname == data["hostname"].rstrip(".").lower()
+
 
 @FUZZ
 @given(st.binary(max_size=2048), user_ids)
