@@ -38,6 +38,7 @@ KINDS = ("broker", "server", "agent")
 CA_DAYS = 3650
 LEAF_DAYS = 825          # a little over two years: renew with the same command before it runs out
 CRL_DAYS = 30
+CLOCK_SKEW = datetime.timedelta(minutes=5)
 KEY_TYPES = ("ec", "rsa")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
@@ -105,7 +106,7 @@ def make_ca(key: PrivateKey, cn: str, now: datetime.datetime, days: int = CA_DAY
     return (x509.CertificateBuilder()
             .subject_name(subject).issuer_name(subject).public_key(public)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_key_usage(key, ca=True), critical=True)
@@ -360,7 +361,8 @@ def run(args: argparse.Namespace, now: datetime.datetime) -> List[str]:
         return [f"created CA {args.cn!r} in {store.path}, valid until {not_after(cert):%Y-%m-%d}",
                 f"distribute {store.cert_path} to the broker, the server and every agent ({'amqp_ca_cert'})"]
     if args.command in KINDS:
-        start = args.valid_from or now
+        # Backdated a little: a broker whose clock lags the CA's must not see "not yet valid".
+        start = args.valid_from or now - CLOCK_SKEW
         crt, key = store.issue(args.command, args.names, start, args.days, args.key_type, args.out)
         lines = [f"wrote {crt}", f"wrote {key} (mode 0600: copy it to the host securely, never by mail)"]
         cn = check_names(args.command, args.names)[0]

@@ -1,6 +1,7 @@
 """shoal-ca, run as the installed console script: files, modes, extensions, refusals."""
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import ssl
@@ -61,6 +62,9 @@ def test_agent_certificate_is_a_client_certificate_named_after_the_host(ca_dir):
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     days = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
     assert 365 <= days <= 900
+    # Backdated, so a broker whose clock is a few minutes behind accepts a fresh certificate.
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert now - datetime.timedelta(minutes=6) < cert.not_valid_before_utc < now - datetime.timedelta(minutes=4)
     assert openssl_verify(ca_dir, crt, "sslclient").returncode == 0
     assert openssl_verify(ca_dir, crt, "sslserver").returncode != 0   # cannot impersonate the broker
 
