@@ -171,7 +171,8 @@ class CacheTable:
             _check_owner(old, hb)
             if old is None or i is None:
                 entry = CacheEntry(hb, now, now, location, None, hb.user_id)
-                self._cols.set_row(self._append(entry), entry)
+                i = self._append(entry)  # may replace self._cols with a larger block
+                self._cols.set_row(i, entry)
             else:
                 entry = CacheEntry(hb, old.created, now, location, old.verified, old.owner)
                 self._rows[i] = entry
@@ -209,7 +210,8 @@ class CacheTable:
                 if entry.uuid not in self._slot:
                     if entry.location is not None:
                         entry = dataclasses.replace(entry, location=self._intern(entry.location))
-                    self._cols.set_row(self._append(entry), entry)
+                    i = self._append(entry)
+                    self._cols.set_row(i, entry)
             self._version += 1
 
     def snapshot(self) -> Tuple[CacheEntry, ...]:

@@ -122,3 +122,23 @@ def test_columns_view_is_a_copy_shared_until_change():
     assert cols.ratio[0] == 1.0 / 122000.0          # the old view did not change under the reader
     assert table.columns()[1].ratio[0] == 999.0 / 122000.0
     assert math.isclose(table.get("a").hb.load, 999.0)
+
+
+def test_columns_survive_growth_and_shrinking():
+    """Past the first block of rows (64) and back: every row still describes its entry."""
+    table, now = CacheTable(), 1000.0
+    for i in range(300):
+        table.upsert(heartbeat(f"g{i}", f"{1 + i % 200}.{i % 250}.1.1", float(i), now + i), now + i, fake_locate)
+    entries, cols = table.columns()
+    fresh = Columns.from_entries(entries)
+    for name in Columns.__slots__:
+        assert getattr(cols, name).tolist() == getattr(fresh, name).tolist(), name
+    table.expire(now + 290.5, 0.0)          # keeps the last 9: the block shrinks
+    entries, cols = table.columns()
+    assert [e.uuid for e in entries] == [f"g{i}" for i in range(291, 300)]
+    fresh = Columns.from_entries(entries)
+    for name in Columns.__slots__:
+        assert getattr(cols, name).tolist() == getattr(fresh, name).tolist(), name
+    got = RankIndex(entries, cols).rank(Location(0.0, 0.0), None, Weights(), 3)
+    assert shape(got) == reference(entries, Location(0.0, 0.0), None, Weights(), 3)
+
