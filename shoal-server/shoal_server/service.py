@@ -7,7 +7,6 @@ import threading
 import time
 from typing import Callable, List, Optional
 
-
 from .config import ServerConfig
 from .consumer import Consumer, ConsumerStatus, HeartbeatSink
 from .geo import GeoLocator, open_locator
