@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Callable, Dict, Mapping, Optional
 
-from support.procs import ServerProcess, write_ini
+from support.procs import ServerProcess, stop_process, write_ini
 
 SHARED = {"amqp_server_url": "127.0.0.1", "amqp_port": 5672, "amqp_username": "guest", "amqp_password": "guest"}
 
@@ -58,16 +58,7 @@ class AgentRunner:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[float]:
         """Signal the daemon and return how long it took to exit (None if it was not running)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return None
-        start = time.monotonic()
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return time.monotonic() - start
+        return stop_process(proc, sig, timeout)
 
     @property
     def uuid(self) -> str:

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional
 
-from support.procs import ServerProcess, http_get, write_ini
+from support.procs import ServerProcess, http_get, stop_process, write_ini
 
 AGENT_BIN = os.path.join(os.path.dirname(sys.executable), "shoal-agent")
 
@@ -55,14 +55,7 @@ class AgentProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, sig, timeout)
 
     def output(self) -> str:
         text = ""

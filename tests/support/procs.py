@@ -102,13 +102,19 @@ class ServerProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[float]:
         """Signal the process and return how long it took to exit."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return None
-        start = time.monotonic()
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return time.monotonic() - start
+        return stop_process(proc, sig, timeout)
+
+
+def stop_process(proc: Optional[subprocess.Popen], sig: int = signal.SIGTERM,
+                 timeout: float = 10.0) -> Optional[float]:
+    """Send ``sig``, SIGKILL after ``timeout``; return seconds to exit (None if it was not running)."""
+    if proc is None or proc.poll() is not None:
+        return None
+    start = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return time.monotonic() - start
