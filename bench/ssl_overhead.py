@@ -23,7 +23,7 @@ import common  # noqa: E402
 
 import pika  # noqa: E402
 
-from support.tlsbroker import HOST, TLSBroker, issue, production_config  # noqa: E402
+from support.tlsbroker import HOST, TLSBroker  # noqa: E402
 from support.rabbitnode import RabbitNode  # noqa: E402
 
 EXCHANGE = "shoal"
@@ -38,20 +38,12 @@ REPORT_2014 = {"one_message_ms": (640.0, 860.0), "hundred_messages_ms": (7400.0,
 class BenchBroker(TLSBroker):
     """The shipped TLS configuration, plus a plain listener with PLAIN login for comparison."""
 
+    def __init__(self, base_dir: str) -> None:
+        super().__init__(base_dir, plain_login=True)
+
     def start(self) -> "BenchBroker":
-        os.makedirs(self.base_dir, exist_ok=True)
-        from support.tlsbroker import DEFINITIONS, PLUGINS, make_ca
-        make_ca(self.ca_dir)
-        broker = issue(self.ca_dir, "broker", "localhost", HOST, "::1")
-        definitions = os.path.join(self.base_dir, "shoal-definitions.json")
-        with open(DEFINITIONS) as src, open(definitions, "w") as dst:
-            dst.write(src.read())
-        config = production_config(self.ca_cert, broker.cert, broker.key, definitions, self.port)
-        config = "\n".join(line for line in config.splitlines() if not line.startswith("listeners.tcp ="))
-        config += "\nauth_mechanisms.2 = PLAIN\n"
-        self.node = RabbitNode(os.path.join(self.base_dir, "node"), config=config, plugins=PLUGINS,
-                               tls_port=self.port, plain_listener=True)
-        self.node.start()
+        super().start()
+        assert self.node is not None
         self.node.ctl("add_user", "bench", "bench")
         self.node.ctl("set_permissions", "-p", "/", "bench", "^$", "^shoal$", "^$")
         return self

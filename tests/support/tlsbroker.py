@@ -148,9 +148,11 @@ class TLSBroker:
     port 5671, as in docs/security.md) instead of the shipped rabbitmq.conf.
     """
 
-    def __init__(self, base_dir: str, classic: Optional[str] = None) -> None:
+    def __init__(self, base_dir: str, classic: Optional[str] = None, plain_login: bool = False) -> None:
+        """``plain_login`` also opens a plain listener with PLAIN login (benchmarks compare the two)."""
         self.base_dir = base_dir
         self.classic = classic
+        self.plain_login = plain_login
         self.ca_dir = os.path.join(base_dir, "ca")
         self.ca_cert = os.path.join(self.ca_dir, "ca.crt")
         self.host = HOST
@@ -174,8 +176,11 @@ class TLSBroker:
         node_dir = os.path.join(self.base_dir, "node")
         if self.classic is None:
             config = production_config(self.ca_cert, broker.cert, broker.key, definitions, self.port)
+            if self.plain_login:
+                config = "\n".join(line for line in config.splitlines() if not line.startswith("listeners.tcp ="))
+                config += "\nauth_mechanisms.2 = PLAIN\n"
             self.node = RabbitNode(node_dir, config=config, plugins=PLUGINS, tls_port=self.port,
-                                   plain_listener=False)
+                                   plain_listener=self.plain_login)
         else:
             terms = classic_config(self.classic, self.ca_cert, broker.cert, broker.key, definitions, self.port)
             self.node = ClassicRabbitNode(node_dir, terms, plugins=PLUGINS, tls_port=self.port,
