@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Callable, Dict, Mapping, Optional
 
-from support.procs import ServerProcess, stop_process, write_ini
+from support.procs import ServerProcess, read_files, stop_process, write_ini
 
 SHARED = {"amqp_server_url": "127.0.0.1", "amqp_port": 5672, "amqp_username": "guest", "amqp_password": "guest"}
 
@@ -66,14 +66,7 @@ class AgentRunner:
             return handle.read().strip()
 
     def log(self) -> str:
-        text = ""
-        for name in ("agent.log", "agent.out"):
-            try:
-                with open(os.path.join(self.workdir, name)) as handle:
-                    text += handle.read()
-            except OSError:
-                pass
-        return text
+        return read_files(self.workdir, "agent.log", "agent.out")
 
 
 def entries(server: ServerProcess) -> Dict[str, dict]:

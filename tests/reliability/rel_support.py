@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional
 
-from support.procs import ServerProcess, http_get, stop_process, write_ini
+from support.procs import ServerProcess, http_get, read_files, stop_process, write_ini
 
 AGENT_BIN = os.path.join(os.path.dirname(sys.executable), "shoal-agent")
 
@@ -58,14 +58,7 @@ class AgentProcess:
         stop_process(proc, sig, timeout)
 
     def output(self) -> str:
-        text = ""
-        for name in ("agent.log", "agent.out"):
-            try:
-                with open(os.path.join(self.workdir, name)) as handle:
-                    text += handle.read()
-            except OSError:
-                pass
-        return text
+        return read_files(self.workdir, "agent.log", "agent.out")
 
 
 def listed(server: ServerProcess, timeout: float = 5.0) -> Dict[str, dict]:

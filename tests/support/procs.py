@@ -105,6 +105,18 @@ class ServerProcess:
         return stop_process(proc, sig, timeout)
 
 
+def read_files(folder: str, *names: str) -> str:
+    """The concatenated text of the named files in ``folder``; missing ones count as empty."""
+    text = ""
+    for name in names:
+        try:
+            with open(os.path.join(folder, name)) as handle:
+                text += handle.read()
+        except OSError:
+            pass
+    return text
+
+
 def stop_process(proc: Optional[subprocess.Popen], sig: int = signal.SIGTERM,
                  timeout: float = 10.0) -> Optional[float]:
     """Send ``sig``, SIGKILL after ``timeout``; return seconds to exit (None if it was not running)."""
