@@ -13,12 +13,16 @@ import pika.exceptions
 
 from .amqp import RabbitSettings, connection_params, declare_exchange
 from .geo import GeoLocator
-from .heartbeat import Heartbeat, InvalidHeartbeat, Limits, parse_heartbeat
+from .heartbeat import Heartbeat, InvalidHeartbeat, Limits, Sender, parse_heartbeat, sender_of
+from .refused import RefusedSenders
 from .table import CacheEntry, CacheTable
 
 logger = logging.getLogger(__name__)
 
 PREFETCH = 500
+# What pika raises when the broker refuses the login or the virtual host (ACCESS_REFUSED).
+LOGIN_REFUSED = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError,
+                 pika.exceptions.ProbableAccessDeniedError)
 ACK_BATCH = 100
 BACKOFF_CAP = 30.0
 
@@ -34,6 +38,8 @@ class ConsumerStatus:
         self.broker = ""
         self.accepted = 0
         self.dropped: Counter[str] = collections.Counter()
+        self.repaired: Counter[str] = collections.Counter()
+        self.refused = RefusedSenders()
 
     def set_connected(self, connected: bool, broker: str = "") -> None:
         with self._lock:
@@ -41,10 +47,13 @@ class ConsumerStatus:
                 self.connected, self.changed_at = connected, self._clock()
             self.broker = broker
 
-    def count(self, reason: Optional[str]) -> None:
+    def count(self, reason: Optional[str], repairs: Tuple[str, ...] = ()) -> None:
+        """Count one message: accepted (``reason`` None, with the repairs it needed) or dropped."""
         with self._lock:
             if reason is None:
                 self.accepted += 1
+                for repair in repairs:
+                    self.repaired[repair] += 1
             else:
                 self.dropped[reason] += 1
 
@@ -60,7 +69,7 @@ class ConsumerStatus:
 
     def counters(self) -> Dict[str, object]:
         with self._lock:
-            return {"accepted": self.accepted, "dropped": dict(self.dropped)}
+            return {"accepted": self.accepted, "dropped": dict(self.dropped), "repaired": dict(self.repaired)}
 
 
 class RateLimitedLog:
@@ -72,6 +81,12 @@ class RateLimitedLog:
         self._suppressed: Counter[str] = collections.Counter()
 
     def warning(self, reason: str, message: str, *args: object) -> None:
+        self.log(logging.WARNING, reason, message, *args)
+
+    def error(self, reason: str, message: str, *args: object) -> None:
+        self.log(logging.ERROR, reason, message, *args)
+
+    def log(self, level: int, reason: str, message: str, *args: object) -> None:
         now = self._clock()
         last = self._last.get(reason)
         if last is not None and now - last < self._period:
@@ -80,7 +95,7 @@ class RateLimitedLog:
         self._last[reason] = now
         skipped = self._suppressed.pop(reason, 0)
         suffix = f" ({skipped} more like it suppressed)" if skipped else ""
-        self._log.warning(message + suffix, *args)
+        self._log.log(level, message + suffix, *args)
 
 
 class HeartbeatSink:
@@ -107,9 +122,12 @@ class HeartbeatSink:
             entry = self._table.upsert(hb, self._clock(), self._locator.locate)
         except InvalidHeartbeat as err:
             self._status.count(err.reason)
+            self._status.refused.record(sender_of(body), user_id, err.reason, err.detail, err.offset, self._clock())
             self._log.warning(err.reason, "dropped heartbeat (user %s): %s", user_id or "-", err)
             return None
-        self._status.count(None)
+        self._status.count(None, hb.repairs)
+        if len(self._status.refused):
+            self._status.refused.forget(Sender(hb.uuid, hb.hostname), user_id)
         return entry
 
 
@@ -133,6 +151,13 @@ class Consumer:
             host, port = brokers[index % len(brokers)]
             try:
                 self._consume(host, port)
+            except LOGIN_REFUSED as err:
+                # Not a passing outage but a configuration fault that stops all consumption: it must
+                # show at ERROR, the level upstream's sample config (logging_level = ERROR) keeps.
+                self._retry_log.error("login_refused", "AMQP broker %s:%s refused the login of %s (%s); "
+                                      "check [rabbitmq] amqp_username/amqp_password or the certificate; "
+                                      "retrying in %.1f s", host, port, _login_name(self._settings),
+                                      _describe(err), delay)
             except (pika.exceptions.AMQPError, OSError) as err:
                 if self._status.connected:  # a working connection broke: start the backoff afresh
                     delay = first_delay
@@ -182,6 +207,12 @@ class Consumer:
         if self._pending_count and channel.is_open:
             channel.basic_ack(delivery_tag=self._pending_tag, multiple=True)
         self._pending_count = 0
+
+
+def _login_name(settings: RabbitSettings) -> str:
+    if settings.uses_external_auth():
+        return "the client certificate (EXTERNAL)"
+    return repr(settings.amqp_username)
 
 
 def _describe(err: BaseException) -> str:

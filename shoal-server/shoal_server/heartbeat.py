@@ -2,35 +2,57 @@
 
 Everything that reaches the cache table, the JSON answers, the status page or the PAC file
 passes through ``parse_heartbeat`` first, so the rules here are the security boundary for
-agent-supplied text: host names are RFC 1123 names or IP literals, numbers are finite.
+agent-supplied text: host names follow the shared host-name rule (DNS names with letters,
+digits, ``_`` and inner ``-``, or global unicast IP literals), numbers are finite, public and
+external addresses are global unicast.
+
+Liberal in what deployed agents send: a field that 2014-2025 agents send in a repairable form
+(a number as a JSON string, ``max_load`` of -112 from a virtio NIC, a private ``external_ip``
+beside a global one ...) is repaired, and the repair is named in ``Heartbeat.repairs`` so the
+server can count it. What cannot be repaired raises InvalidHeartbeat.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import json
 import math
 import re
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 MAX_BODY_BYTES = 16 * 1024
 UPSTREAMS = ("cvmfs", "frontier", "both")
 CACHE_TYPES = ("squid", "varnish")
 
 _UUID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
-_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+# The shared host-name rule (docs/protocol.md): "_" is allowed because deployed sites use
+# names like squid_05.example.org; nothing that could break a URL, a PAC or a shell file.
+_LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}\Z")  # what ipaddress accepts, canonical
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_~-]{0,63}\Z")
 _PORT_TEXT_RE = re.compile(r"[0-9]{1,5}\Z")
+# A number written as a JSON string by agents that read it with ConfigParser.get ("122000").
+_NUMBER_TEXT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?\Z")
+# What gethostname() answers on an unconfigured VM: a name every client resolves to itself.
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "localhost4", "localhost4.localdomain4",
+                   "localhost6", "localhost6.localdomain6", "ip6-localhost", "ip6-loopback")
+_SHARED_V4 = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: behind NAT, like RFC 1918
+
+# Every repair label ``Heartbeat.repairs`` can hold (docs/protocol.md "Repairs").
+REPAIRS = ("load_string", "timestamp_string", "max_load_string", "max_load_missing", "max_load_not_positive",
+           "max_load_unparsable", "port_string", "hostname_underscore", "hostname_loopback",
+           "public_ip_private", "external_ip_private", "private_ip_dropped")
 
 
 class InvalidHeartbeat(ValueError):
     """A message that must be dropped; ``reason`` is a short label for metrics and logs."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, offset: Optional[float] = None) -> None:
         self.reason = reason
         self.detail = detail
+        self.offset = offset  # stale/future: agent clock minus server clock, in seconds
         super().__init__(f"{reason}: {detail}")
 
 
@@ -40,6 +62,7 @@ class Limits:
 
     default_max_load: float = 122000.0
     max_age: float = 180.0          # older than this never creates or refreshes an entry
+    future_age: Optional[float] = None  # further ahead than this is refused; None: same as max_age
     drift_tolerance: float = 60.0   # beyond this the entry is flagged as drifting
     require_user_id: bool = False
     # With server-side verification on, an agent's own "verified": true must not count.
@@ -65,6 +88,8 @@ class Heartbeat:
     cache_type: str
     agent_version: Optional[str]
     user_id: Optional[str]
+    # What was repaired to accept this message (reason labels, see REPAIRS); not part of equality.
+    repairs: Tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def address(self) -> str:
@@ -99,16 +124,19 @@ def decode(body: bytes) -> Dict[str, Any]:
 
 
 def is_hostname(name: str) -> bool:
-    """True for an RFC 1123 host name (a trailing dot allowed) or an IPv4/IPv6 literal."""
-    if not isinstance(name, str) or not name or len(name) > 254:
+    """True for a name the shared host-name rule admits: a DNS name or a global unicast IP literal.
+
+    DNS names: 1-253 characters, no trailing dot, labels of letters, digits, ``_`` and inner
+    ``-`` (at most 63), the last label not all-numeric. IP literals: IPv4 dotted quad or IPv6,
+    global unicast only (never loopback, unspecified, private, link-local, reserved ...).
+    """
+    if not isinstance(name, str) or not name or len(name) > 253:
         return False
     # Only digits-and-dots (IPv4) or a colon (IPv6) can be a literal; skipping the parse
     # attempt for names saves two exceptions per heartbeat.
-    if (":" in name or name.replace(".", "").isdigit()) and _ip_or_none(name) is not None:
-        return True
-    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
-    if len(".".join(labels)) > 253:
-        return False
+    if ":" in name or name.replace(".", "").isdigit():
+        return address_class(name) == "global"
+    labels = name.split(".")
     return all(_LABEL_RE.match(label) for label in labels) and not labels[-1].isdigit()
 
 
@@ -123,10 +151,62 @@ def _ip_or_none(text: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IP
         return None
 
 
-def _number(data: Mapping[str, Any], key: str, reason: str) -> Optional[float]:
+@functools.lru_cache(maxsize=65536)  # the same few thousand addresses arrive every 30 s
+def address_class(text: str) -> str:
+    """Classify an IP literal: ``global``, ``private`` (RFC 1918, CGNAT, ULA) or what else it is.
+
+    Anything but ``global`` and ``private`` (``loopback``, ``unspecified``, ``multicast``,
+    ``broadcast``, ``link-local``, ``reserved``, ``documentation``, ``non-global``) never
+    reaches a client; ``invalid`` is not an address at all.
+    """
+    addr = _ip_or_none(text)
+    if addr is None:
+        return "invalid"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return "non-global"  # ::ffff:a.b.c.d: clients would connect to an IPv4 address in disguise
+    if addr.is_global and not addr.is_multicast:
+        return "global"
+    if addr.is_unspecified:
+        return "unspecified"
+    if addr.is_loopback:
+        return "loopback"
+    if addr.is_multicast:
+        return "multicast"
+    if addr.is_link_local:
+        return "link-local"
+    if isinstance(addr, ipaddress.IPv4Address):
+        if addr == ipaddress.IPv4Address("255.255.255.255"):
+            return "broadcast"
+        if addr in _SHARED_V4 or any(addr in net for net in _PRIVATE_V4):
+            return "private"
+        if addr.is_reserved:
+            return "reserved"
+        if any(addr in net for net in _DOC_V4):
+            return "documentation"
+    else:
+        if addr in _ULA_V6:
+            return "private"
+        if addr in _DOC_V6:
+            return "documentation"
+        if addr.is_reserved:
+            return "reserved"
+    return "non-global"
+
+
+_PRIVATE_V4 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_DOC_V4 = tuple(ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+_ULA_V6 = ipaddress.ip_network("fc00::/7")
+_DOC_V6 = ipaddress.ip_network("2001:db8::/32")
+
+
+def _number(data: Mapping[str, Any], key: str, reason: str, repairs: List[str]) -> Optional[float]:
+    """A finite number, also when sent as a numeric JSON string (repair ``<key>_string``)."""
     value = data.get(key)
     if value is None:
         return None
+    if isinstance(value, str) and _NUMBER_TEXT_RE.match(value.strip()):
+        value = float(value.strip())  # "1e400" gives inf, refused as not finite below
+        repairs.append(f"{key}_string")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidHeartbeat(reason, f"{key} is not a number")
     try:
@@ -138,7 +218,29 @@ def _number(data: Mapping[str, Any], key: str, reason: str) -> Optional[float]:
     return value
 
 
-def _address(data: Mapping[str, Any], key: str) -> Optional[str]:
+def _max_load(data: Mapping[str, Any], limits: Limits, repairs: List[str]) -> float:
+    """The agent's max_load, or the server's ``cache_max_load`` when it is absent, <= 0 or unusable.
+
+    1.0.2 and later agents compute max_load from /sys/class/net/IFACE/speed, which is -1 on
+    virtio NICs (-112 after their arithmetic); 0.9.x agents send the config text ("122000").
+    """
+    if data.get("max_load") is None:
+        repairs.append("max_load_missing")
+        return limits.default_max_load
+    try:
+        value = _number(data, "max_load", "bad_max_load", repairs)
+    except InvalidHeartbeat:
+        repairs.append("max_load_unparsable")
+        return limits.default_max_load
+    assert value is not None
+    if value <= 0:
+        repairs.append("max_load_not_positive")
+        return limits.default_max_load
+    return value
+
+
+def _ip_text(data: Mapping[str, Any], key: str) -> Optional[str]:
+    """The canonical text of an IP address field, None when absent; raise when not an address."""
     value = data.get(key)
     if value is None or value == "":
         return None
@@ -146,18 +248,49 @@ def _address(data: Mapping[str, Any], key: str) -> Optional[str]:
         raise InvalidHeartbeat("bad_ip", f"{key} is not a string")
     text = value.strip()
     if _IPV4_RE.match(text):
-        # Canonical dotted quad: the same answer as ipaddress, at a tenth of the cost.
-        first = int(text[:text.index(".")])
-        if text == "0.0.0.0" or 224 <= first <= 239:
-            raise InvalidHeartbeat("bad_ip", f"{key} is not a usable IP address")
-        return text
+        return text  # canonical dotted quad: the same text as ipaddress, at a tenth of the cost
     addr = _ip_or_none(text)
-    if addr is None or addr.is_unspecified or addr.is_multicast:
-        raise InvalidHeartbeat("bad_ip", f"{key} is not a usable IP address")
+    if addr is None:
+        raise InvalidHeartbeat("bad_ip", f"{key} is not an IP address")
     return str(addr)
 
 
-def _port(data: Mapping[str, Any]) -> int:
+def _addresses(data: Mapping[str, Any], repairs: List[str]) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """(public_ip, private_ip, external_ip) under the address rules.
+
+    public_ip and external_ip must be global unicast: clients connect to them and GeoIP places
+    them. A private one (RFC 1918, CGNAT, ULA) is what an agent behind NAT reports when its
+    NAT gateway's address is unknown; it moves to private_ip (if that is free) and the message
+    stands on its other address. Loopback, unspecified, broadcast, multicast, link-local,
+    reserved and documentation addresses are refused. private_ip may be private or global;
+    anything else there is dropped from the record.
+    """
+    fields = {key: _ip_text(data, key) for key in ("public_ip", "private_ip", "external_ip")}
+    private = fields["private_ip"]
+    if private is not None and address_class(private) not in ("private", "global"):
+        repairs.append("private_ip_dropped")
+        private = None
+    kept: Dict[str, Optional[str]] = {}
+    for key in ("public_ip", "external_ip"):
+        text = fields[key]
+        kind = address_class(text) if text is not None else "global"
+        if kind == "private":
+            repairs.append(f"{key}_private")
+            if private is None:
+                private = text
+            text = None
+        elif kind != "global":
+            raise InvalidHeartbeat("bad_ip", f"{key} {text} is {kind}, not a global unicast address")
+        kept[key] = text
+    if not (kept["public_ip"] or kept["external_ip"]):
+        if fields["public_ip"] or fields["external_ip"]:
+            raise InvalidHeartbeat("no_global_address",
+                                   "public_ip/external_ip are private; set external_ip to the NAT's global address")
+        raise InvalidHeartbeat("no_address", "neither public_ip nor external_ip is set")
+    return kept["public_ip"], private, kept["external_ip"]
+
+
+def _port(data: Mapping[str, Any], repairs: List[str]) -> int:
     ports = [data[key] for key in ("squid_port", "cache_port") if data.get(key) is not None]
     if not ports:
         raise InvalidHeartbeat("bad_port", "squid_port/cache_port missing")
@@ -165,12 +298,35 @@ def _port(data: Mapping[str, Any]) -> int:
     for value in ports:
         if isinstance(value, str) and _PORT_TEXT_RE.match(value.strip()):  # not str.isdigit: "²" is a digit
             value = int(value)
+            repairs.append("port_string")
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
             raise InvalidHeartbeat("bad_port", "port must be an integer 1-65535")
         values.add(value)
     if len(values) > 1:
         raise InvalidHeartbeat("bad_port", "squid_port and cache_port disagree")
     return values.pop()
+
+
+def _hostname(data: Mapping[str, Any], address: str, repairs: List[str]) -> str:
+    """The name clients are given; an unset or loopback name is replaced by the address."""
+    hostname = data.get("hostname")
+    if hostname is None or hostname == "":
+        return address
+    if isinstance(hostname, str) and hostname.endswith(".") and len(hostname) > 1:
+        hostname = hostname[:-1]  # the absolute form of the same DNS name
+    if not isinstance(hostname, str) or not is_hostname(hostname):
+        if isinstance(hostname, str) and (":" in hostname or hostname.replace(".", "").isdigit()):
+            kind = address_class(hostname)
+            if kind != "invalid":
+                raise InvalidHeartbeat("bad_hostname", f"hostname {hostname} is {kind}, not a global unicast address")
+        raise InvalidHeartbeat("bad_hostname", "hostname does not follow the host-name rule")
+    hostname = hostname.lower()
+    if hostname in _LOOPBACK_NAMES or hostname.endswith(".localhost"):
+        repairs.append("hostname_loopback")  # gethostname() of an unconfigured VM (0.7.1 behind NAT)
+        return address
+    if "_" in hostname:
+        repairs.append("hostname_underscore")
+    return hostname
 
 
 def _choice(data: Mapping[str, Any], key: str, choices: tuple, default: str) -> str:
@@ -184,37 +340,26 @@ def _choice(data: Mapping[str, Any], key: str, choices: tuple, default: str) -> 
 
 def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optional[str] = None) -> Heartbeat:
     """Check a decoded heartbeat against the protocol and ``limits``; raise InvalidHeartbeat."""
+    repairs: List[str] = []
     uuid = data.get("uuid")
     if not isinstance(uuid, str) or not _UUID_RE.match(uuid):
         raise InvalidHeartbeat("bad_uuid", "uuid missing or not [A-Za-z0-9._:-]{1,128}")
-    port = _port(data)
-    public_ip = _address(data, "public_ip")
-    private_ip = _address(data, "private_ip")
-    external_ip = _address(data, "external_ip")
-    if not (public_ip or external_ip):
-        raise InvalidHeartbeat("no_address", "neither public_ip nor external_ip is set")
-    hostname = data.get("hostname")
-    if hostname is None or hostname == "":
-        hostname = external_ip or public_ip
-    if not isinstance(hostname, str) or not is_hostname(hostname):
-        raise InvalidHeartbeat("bad_hostname", "hostname is not an RFC 1123 name or IP literal")
-    hostname = hostname.rstrip(".").lower()
-    load = _number(data, "load", "bad_load")
+    port = _port(data, repairs)
+    public_ip, private_ip, external_ip = _addresses(data, repairs)
+    hostname = _hostname(data, external_ip or public_ip or "", repairs)
+    load = _number(data, "load", "bad_load", repairs)
     if load is None or load < 0:
         raise InvalidHeartbeat("bad_load", "load missing or negative")
-    max_load = _number(data, "max_load", "bad_max_load")
-    if max_load is None:
-        max_load = limits.default_max_load
-    elif max_load <= 0:
-        raise InvalidHeartbeat("bad_max_load", "max_load must be > 0")
-    timestamp = _number(data, "timestamp", "bad_timestamp")
+    max_load = _max_load(data, limits, repairs)
+    timestamp = _number(data, "timestamp", "bad_timestamp", repairs)
     if timestamp is None:
         raise InvalidHeartbeat("bad_timestamp", "timestamp missing")
     drift = timestamp - now
     if drift < -limits.max_age:
-        raise InvalidHeartbeat("stale", f"timestamp {-drift:.0f} s old > {limits.max_age:.0f} s")
-    if drift > limits.max_age:
-        raise InvalidHeartbeat("future", f"timestamp {drift:.0f} s in the future")
+        raise InvalidHeartbeat("stale", f"timestamp {-drift:.0f} s old > {limits.max_age:.0f} s", offset=drift)
+    future_age = limits.max_age if limits.future_age is None else limits.future_age
+    if drift > future_age:
+        raise InvalidHeartbeat("future", f"timestamp {drift:.0f} s in the future > {future_age:.0f} s", offset=drift)
     verified = data.get("verified", False)
     if not isinstance(verified, bool):
         raise InvalidHeartbeat("bad_verified", "verified must be true or false")
@@ -229,10 +374,35 @@ def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optio
         external_ip=external_ip, load=load, max_load=max_load, timestamp=timestamp, drift=drift,
         verified=verified, upstream=_choice(data, "upstream", UPSTREAMS, "both"),
         cache_type=_choice(data, "cache_type", CACHE_TYPES, "squid"), agent_version=version,
-        user_id=user_id or None,
+        user_id=user_id or None, repairs=tuple(repairs),
     )
 
 
 def parse_heartbeat(body: bytes, now: float, limits: Limits = Limits(), user_id: Optional[str] = None) -> Heartbeat:
-    """Decode and validate a raw AMQP body received at ``now``; raise InvalidHeartbeat."""
+    """Decode and validate a raw AMQP body received at ``now``; raise InvalidHeartbeat.
+
+    The heartbeat's ``repairs`` lists what was repaired to accept it (empty for a clean one).
+    """
     return validate(decode(body), now, limits, user_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sender:
+    """What can safely be said about who sent a refused message (each field None when unknown)."""
+
+    uuid: Optional[str]
+    hostname: Optional[str]
+
+
+def sender_of(body: bytes) -> Sender:
+    """The uuid and host name of a message, each only if it passes the rules; never raises."""
+    try:
+        data = decode(body)
+    except InvalidHeartbeat:
+        return Sender(None, None)
+    uuid = data.get("uuid")
+    hostname = data.get("hostname")
+    if isinstance(hostname, str) and hostname.endswith("."):
+        hostname = hostname[:-1]
+    return Sender(uuid if isinstance(uuid, str) and _UUID_RE.match(uuid) else None,
+                  hostname.lower() if isinstance(hostname, str) and is_hostname(hostname) else None)

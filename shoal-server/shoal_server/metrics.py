@@ -6,6 +6,7 @@ from one snapshot per scrape, so the numbers on ``/metrics`` always agree with e
 """
 from __future__ import annotations
 
+import collections
 import re
 from typing import Iterable, Tuple
 
@@ -81,6 +82,18 @@ class TableCollector(Collector):
         for reason, count in sorted(dropped.items()):
             family.add_metric((reason,), count)
         yield family
+        repaired = CounterMetricFamily("shoal_heartbeats_repaired",
+                                       "Repairs made to accept heartbeats of deployed agents, by reason.",
+                                       labels=("reason",))
+        for reason, count in sorted(dict(counters["repaired"]).items()):  # type: ignore[call-overload]
+            repaired.add_metric((reason,), count)
+        yield repaired
+        refused = GaugeMetricFamily("shoal_refused_senders",
+                                    "Senders whose latest heartbeat was refused (newest 1,000), by reason.",
+                                    labels=("reason",))
+        for reason, count in sorted(collections.Counter(r.reason for r in self._status.refused.newest()).items()):
+            refused.add_metric((reason,), count)
+        yield refused
         yield GaugeMetricFamily("shoal_consumer_connected", "1 while the AMQP consumer is connected.",
                                 value=1 if self._status.connected else 0)
         yield GaugeMetricFamily("shoal_consumer_disconnected_seconds",

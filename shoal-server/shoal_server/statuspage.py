@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from . import __version__
 from .geo import Location
+from .refused import Refusal
 from .table import CacheEntry
 
 MAP_WIDTH = 720           # SVG user units: 2 per degree of longitude
@@ -170,8 +171,8 @@ def sorted_entries(entries: Sequence[CacheEntry], request: PageRequest) -> List[
 
 def render_status(entries: Sequence[CacheEntry], now: float, request: PageRequest, page_size: int,
                   drift_tolerance: float, consumer_connected: bool, outline: Optional[WorldOutline] = None,
-                  refresh: int = REFRESH_SECONDS) -> str:
-    """Render the whole page: summary, map of every cache, and one page of the sorted table."""
+                  refresh: int = REFRESH_SECONDS, refused: Sequence[Refusal] = ()) -> str:
+    """Render the whole page: summary, map, one page of the sorted table, and the refused senders."""
     ordered = sorted_entries(entries, request)
     pages = max(1, math.ceil(len(ordered) / page_size))
     page = min(request.page, pages)
@@ -204,6 +205,7 @@ def render_status(entries: Sequence[CacheEntry], now: float, request: PageReques
 <div class="card"><span class="num" id="verified-count">{verified}</span><span class="label">verified</span></div>
 <div class="card"><span class="num" id="drift-count">{drifting}</span><span class="label">clock drift &gt; {drift_tolerance:.0f} s</span></div>
 <div class="card"><span class="num state {state_class}" id="consumer-state">{state}</span><span class="label">broker consumer</span></div>
+<div class="card"><span class="num" id="refused-count">{len(refused)}</span><span class="label"><a href="#refused">refused senders</a></span></div>
 </section>
 {render_map(entries, outline)}
 <section class="caches">
@@ -214,6 +216,7 @@ def render_status(entries: Sequence[CacheEntry], now: float, request: PageReques
 </tbody></table></div>
 {_nav(request, pages, len(entries))}
 </section>
+{render_refused(refused, now)}
 <p class="foot">Updated <time id="updated" datetime="{_utc(now)}">{_utc(now)}</time>; refreshes every {refresh} s.
  JSON: <a href="all">/all</a>, <a href="nearest">/nearest</a>, <a href="wpad.dat">/wpad.dat</a>, <a href="metrics">/metrics</a>.</p>
 </main>
@@ -260,6 +263,42 @@ def _row(e: CacheEntry, now: float, tolerance: float) -> str:
         f'<td data-label="Verified">{verified}</td>'
         f'<td data-label="Clock drift">{drift}</td></tr>'
     )
+
+
+def _offset(refusal: Refusal) -> str:
+    if refusal.offset is None:
+        return '<span class="muted">-</span>'
+    seconds = int(round(refusal.offset))
+    return f'{seconds:+d} s ({"ahead" if seconds > 0 else "behind"})'
+
+
+_UNREADABLE = '<span class="muted">unreadable</span>'
+_NONE = '<span class="muted">none</span>'
+
+
+def render_refused(refused: Sequence[Refusal], now: float) -> str:
+    """The senders whose latest heartbeat was refused, newest first: why, how far off, when."""
+    if not refused:
+        body = ('<tr class="empty"><td colspan="7">No heartbeat has been refused'
+                ' since the server started.</td></tr>')
+    else:
+        body = "\n".join(
+            f'<tr data-reason="{_e(r.reason)}">'
+            f'<td data-label="Hostname" class="host">{_e(r.hostname) if r.hostname else _UNREADABLE}</td>'
+            f'<td data-label="uuid"><code>{_e(r.uuid) if r.uuid else "-"}</code></td>'
+            f'<td data-label="Broker user">{_e(r.user_id) if r.user_id else _NONE}</td>'
+            f'<td data-label="Reason"><span class="flag">{_e(r.reason)}</span><br><span class="muted">{_e(r.detail)}</span></td>'
+            f'<td data-label="Clock offset">{_offset(r)}</td>'
+            f'<td data-label="Last seen"><span title="{_utc(r.last_seen)}">{_age(now - r.last_seen)} ago</span></td>'
+            f'<td data-label="Count">{r.count}</td></tr>'
+            for r in refused)
+    return ('<section class="refused" id="refused" aria-label="refused senders">'
+            '<h2>Refused senders</h2>'
+            '<p class="muted">Agents whose latest heartbeat was dropped, newest first (reasons: docs/protocol.md).'
+            ' A sender leaves this list when a heartbeat of it is accepted.</p>'
+            '<div class="table-wrap"><table id="refused-senders"><thead><tr><th>Hostname</th><th>uuid</th>'
+            '<th>Broker user</th><th>Reason</th><th>Clock offset</th><th>Last seen</th><th>Count</th></tr></thead>'
+            f'<tbody>\n{body}\n</tbody></table></div></section>')
 
 
 def _nav(request: PageRequest, pages: int, total: int) -> str:

@@ -22,6 +22,7 @@ from .table import CacheTable
 logger = logging.getLogger(__name__)
 
 DEFAULT_N = 5
+REFUSED_ON_PAGE = 50
 MAX_N = 100
 JSON = "application/json"
 PAC = "application/x-ns-proxy-autoconfig"
@@ -83,13 +84,15 @@ class Shoal:
         healthy = down_for <= self.config.cache.cache_inactive_time
         body = {"status": "ok" if healthy else "consumer disconnected", "caches": len(self.table),
                 "consumer_connected": self.status.connected, "disconnected_seconds": round(down_for, 1),
-                **self.status.counters()}
+                **self.status.counters(),
+                "refused": self.status.refused.summary(self.clock(), self.config.cache.cache_inactive_time)}
         return ("200 OK" if healthy else "503 Service Unavailable"), JSON, json.dumps(body)
 
     def status_page(self, query: dict) -> Tuple[str, str, str]:
         body = render_status(self.table.snapshot(), self.clock(), parse_request(query),
                              self.config.general.status_page_size, self.config.cache.cache_clock_drift,
-                             self.status.connected, self.outline)
+                             self.status.connected, self.outline,
+                             refused=self.status.refused.newest(REFUSED_ON_PAGE))
         return "200 OK", HTML, body
 
     def metrics_page(self, accept: str) -> Tuple[str, str, str]:

@@ -24,15 +24,20 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
 NOW = 1_700_000_000.0
 LIMITS = Limits(default_max_load=122000.0, max_age=180.0, require_user_id=False)
 # Written independently of heartbeat.py: what may reach the table, the status page, JSON and PAC.
-LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+# The shared host-name rule: letters, digits, "_" and inner "-"; IP literals global unicast only.
+LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 SAFE_UUID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+
+
+def is_global_unicast(text: str) -> bool:
+    ip = ipaddress.ip_address(text)
+    return ip.is_global and not ip.is_multicast and getattr(ip, "ipv4_mapped", None) is None
 
 
 def rfc1123_or_ip(name: str) -> bool:
     if "%" not in name:
         try:
-            ipaddress.ip_address(name)
-            return True
+            return is_global_unicast(name)
         except ValueError:
             pass
     labels = name.split(".")
@@ -50,6 +55,14 @@ def check_invariants(hb: Heartbeat, user_id) -> None:
     assert SAFE_UUID.match(hb.uuid)
     for ip in (hb.public_ip, hb.private_ip, hb.external_ip):
         assert ip is None or (str(ipaddress.ip_address(ip)) == ip and "%" not in ip)
+    # Only routable things are served: public/external global unicast, private_ip private or global.
+    for ip in (hb.public_ip, hb.external_ip):
+        assert ip is None or is_global_unicast(ip), ip
+    if hb.private_ip is not None:
+        addr = ipaddress.ip_address(hb.private_ip)
+        assert is_global_unicast(hb.private_ip) or (addr.is_private and not (
+            addr.is_loopback or addr.is_link_local or addr.is_unspecified or addr.is_reserved)) \
+            or addr in ipaddress.ip_network("100.64.0.0/10"), hb.private_ip
     assert hb.address
     assert hb.upstream in UPSTREAMS and hb.cache_type in CACHE_TYPES
     assert hb.agent_version is None or re.fullmatch(r"[A-Za-z0-9.+_~-]{1,64}", hb.agent_version)
@@ -94,6 +107,7 @@ NASTY_TEXT = ["", " ", "<script>alert(1)</script>", "\"; alert(1); //", "';DIREC
 dns_names = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,12}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,12}[A-Za-z0-9])?)"
                           r"{0,3}\.[A-Za-z]{2,6}\.?", fullmatch=True)
 unicast_ips = st.ip_addresses().filter(lambda ip: not (ip.is_unspecified or ip.is_multicast)).map(str)
+global_ips = st.ip_addresses().map(str).filter(is_global_unicast)
 plausible = st.one_of(dns_names, unicast_ips, st.integers(min_value=1, max_value=65535),
                       st.integers(min_value=1, max_value=65535).map(str),
                       st.floats(min_value=0, max_value=1e15, allow_nan=False),
@@ -108,7 +122,7 @@ KEYS = ["uuid", "hostname", "squid_port", "cache_port", "public_ip", "private_ip
 
 
 def valid_heartbeat():
-    return {"uuid": "a1b2c3", "hostname": "squid1.example.org", "squid_port": 3128, "public_ip": "198.51.100.7",
+    return {"uuid": "a1b2c3", "hostname": "squid1.example.org", "squid_port": 3128, "public_ip": "142.90.1.7",
             "private_ip": "10.0.0.5", "load": 10.5, "max_load": 1000, "timestamp": NOW, "verified": True,
             "upstream": "both", "cache_type": "squid", "agent_version": "2.0.0"}
 
@@ -142,14 +156,14 @@ def valid_heartbeats(draw):
     """Heartbeats inside the protocol's valid space, with values at its edges."""
     data = {"uuid": draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", fullmatch=True)),
             draw(st.sampled_from(["squid_port", "cache_port"])): draw(st.integers(min_value=1, max_value=65535)),
-            "public_ip": draw(unicast_ips), "load": draw(st.floats(min_value=0, max_value=1e300)),
+            "public_ip": draw(global_ips), "load": draw(st.floats(min_value=0, max_value=1e300)),
             "timestamp": NOW + draw(st.floats(min_value=-LIMITS.max_age, max_value=LIMITS.max_age))}
     if draw(st.booleans()):
-        data["hostname"] = draw(st.one_of(dns_names, unicast_ips))
+        data["hostname"] = draw(st.one_of(dns_names, global_ips))
     if draw(st.booleans()):
         data["max_load"] = draw(st.floats(min_value=1e-300, max_value=1e300))
     if draw(st.booleans()):
-        data["external_ip"] = draw(unicast_ips)
+        data["external_ip"] = draw(global_ips)
     for key, choices in (("upstream", UPSTREAMS), ("cache_type", CACHE_TYPES)):
         if draw(st.booleans()):
             data[key] = draw(st.sampled_from(choices)).upper()
@@ -202,7 +216,7 @@ def test_the_valid_heartbeat_is_accepted():
 def test_regressions_found_by_fuzzing():
     """Inputs that once escaped as another exception or were accepted although unsafe."""
     base = valid_heartbeat()
-    for key, value in [("squid_port", "²"), ("load", 10**400), ("timestamp", 10**400), ("max_load", -10**400),
+    for key, value in [("squid_port", "²"), ("load", 10**400), ("timestamp", 10**400),
                        ("hostname", "fe80::1%a]:1;PROXY evil:80;PROXY [::1"), ("public_ip", "fe80::1%eth0"),
                        ("external_ip", "fe80::1%x; PROXY evil:80")]:
         try:
@@ -210,6 +224,10 @@ def test_regressions_found_by_fuzzing():
         except InvalidHeartbeat:
             continue
         raise AssertionError(f"{key}={value!r} was accepted")
+    # An unusable max_load is replaced by the server's default (a repair), never served as sent.
+    for value in (-10**400, 10**400, "1e400", "-1", 0, [], None):
+        hb = parse_heartbeat(encode({**base, "max_load": value}), NOW, LIMITS)
+        assert hb.max_load == LIMITS.default_max_load and hb.repairs, value
 
 
 def test_validator_throughput_is_not_a_bottleneck():

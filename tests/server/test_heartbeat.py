@@ -67,13 +67,25 @@ HOSTILE = [
     (body(hostname="a" * 64 + ".org"), "bad_hostname"),
     (body(hostname=5), "bad_hostname"),
     (body(load=-1), "bad_load"),
-    (body(load="12"), "bad_load"),
+    (body(load="12 KB"), "bad_load"),
+    (body(load="1e99999"), "bad_load"),
     (body(load=...), "bad_load"),
     (body(load=True), "bad_load"),
     (b'{"uuid": "a", "squid_port": 1, "public_ip": "1.2.3.4", "load": NaN, "timestamp": 1}', "not_json"),
     (b'{"uuid": "a", "squid_port": 1, "public_ip": "1.2.3.4", "load": Infinity, "timestamp": 1}', "not_json"),
     (b'{"uuid": "a", "squid_port": 1, "public_ip": "1.2.3.4", "load": 1e400, "timestamp": 1}', "bad_load"),
-    (body(max_load=0), "bad_max_load"),
+    (body(public_ip="127.0.0.1"), "bad_ip"),
+    (body(public_ip="255.255.255.255"), "bad_ip"),
+    (body(public_ip="240.0.0.1"), "bad_ip"),
+    (body(external_ip="::"), "bad_ip"),
+    (body(public_ip="198.51.100.7"), "bad_ip"),
+    (body(public_ip="169.254.1.1"), "bad_ip"),
+    (body(public_ip="::ffff:127.0.0.1"), "bad_ip"),
+    (body(public_ip="10.0.0.9"), "no_global_address"),
+    (body(hostname="127.0.0.1"), "bad_hostname"),
+    (body(hostname="::"), "bad_hostname"),
+    (body(hostname="0.0.0.0"), "bad_hostname"),
+    (body(hostname="squid.example.org.."), "bad_hostname"),
     (body(timestamp=...), "bad_timestamp"),
     (body(timestamp="now"), "bad_timestamp"),
     (body(timestamp=NOW + 10 * 365 * 86400), "future"),
@@ -107,9 +119,12 @@ def test_user_id_required_when_tls_is_on():
 
 
 @pytest.mark.parametrize("name,ok", [
-    ("squid.example.org", True), ("localhost", True), ("a-b.c", True), ("142.90.1.1", True), ("::1", True),
-    ("2001:db8::1", True), ("", False), ("a..b", False), ("a_b.org", False), ("1.2.3", False),
-    ("exa mple.org", False), ("x" * 300, False), ("é.org", False), ("a.org/evil", False),
+    ("squid.example.org", True), ("localhost", True), ("a-b.c", True), ("142.90.1.1", True), ("::1", False),
+    ("2001:1458::1", True), ("2001:db8::1", False), ("", False), ("a..b", False), ("a_b.org", True),
+    ("squid_05.example.org", True), ("_a_.org", True), ("1.2.3", False), ("a.org.", False),
+    ("127.0.0.1", False), ("0.0.0.0", False), ("::", False), ("10.1.2.3", False), ("255.255.255.255", False),
+    ("a-.org", False), ("exa mple.org", False), ("x" * 300, False), ("é.org", False), ("a.org/evil", False),
+    ("a.org:80", False), ("a@b.org", False), ("a;b.org", False), ("a$b.org", False), ("a\\b.org", False),
 ])
 def test_is_hostname(name, ok):
     assert is_hostname(name) is ok
@@ -123,3 +138,61 @@ def test_real_clock_message_is_fresh():
 def test_agent_claim_of_verified_ignored_when_server_verifies():
     assert parse_heartbeat(body(verified=True), NOW).verified is True
     assert parse_heartbeat(body(verified=True), NOW, Limits(trust_verified_claim=False)).verified is False
+
+
+# Repairs: what deployed agents send in a repairable form is accepted and the repair is named.
+REPAIRABLE = [
+    (dict(max_load="122000"), "max_load", 122000.0, ("max_load_string",)),          # 0.9.x ConfigParser.get
+    (dict(max_load=-112), "max_load", Limits().default_max_load, ("max_load_not_positive",)),  # 1.0.2 virtio
+    (dict(max_load=0), "max_load", Limits().default_max_load, ("max_load_not_positive",)),
+    (dict(max_load="fast"), "max_load", Limits().default_max_load, ("max_load_unparsable",)),
+    (dict(max_load=True), "max_load", Limits().default_max_load, ("max_load_unparsable",)),
+    (dict(max_load=...), "max_load", Limits().default_max_load, ("max_load_missing",)),  # 0.7.1 never sends it
+    (dict(load="12"), "load", 12.0, ("load_string",)),
+    (dict(squid_port="3128"), "squid_port", 3128, ("port_string",)),
+    (dict(timestamp=str(NOW)), "timestamp", NOW, ("timestamp_string",)),
+    (dict(hostname="squid_05.example.org"), "hostname", "squid_05.example.org", ("hostname_underscore",)),
+    (dict(hostname="localhost.localdomain"), "hostname", "142.90.1.1", ("hostname_loopback",)),
+    (dict(public_ip=..., external_ip="10.9.9.9", private_ip=..., hostname="x.example.org"),
+     "external_ip", None, None),  # refused below: no global address at all
+]
+
+
+@pytest.mark.parametrize("fields,attr,value,repairs", [r for r in REPAIRABLE if r[3] is not None])
+def test_repairable_fields_repaired_and_named(fields, attr, value, repairs):
+    fields.setdefault("max_load", 5000)
+    hb = parse_heartbeat(body(**fields), NOW)
+    assert getattr(hb, attr) == value
+    assert hb.repairs == repairs
+
+
+def test_clean_heartbeat_has_no_repairs():
+    assert parse_heartbeat(body(max_load=5000), NOW).repairs == ()
+
+
+def test_private_external_ip_beside_a_global_one_moves_to_private_ip():
+    hb = parse_heartbeat(body(private_ip=..., external_ip="192.168.1.5", max_load=1), NOW)
+    assert (hb.public_ip, hb.external_ip, hb.private_ip) == ("142.90.1.1", None, "192.168.1.5")
+    assert hb.repairs == ("external_ip_private",)
+
+
+def test_unusable_private_ip_is_dropped_not_served():
+    hb = parse_heartbeat(body(private_ip="127.0.0.1", max_load=1), NOW)
+    assert hb.private_ip is None and hb.repairs == ("private_ip_dropped",)
+
+
+def test_refusal_names_the_address_kind():
+    with pytest.raises(InvalidHeartbeat) as err:
+        parse_heartbeat(body(public_ip="255.255.255.255"), NOW)
+    assert "broadcast" in err.value.detail
+
+
+def test_stale_and_future_carry_the_offset_and_windows_differ():
+    limits = Limits(max_age=180, future_age=30)
+    with pytest.raises(InvalidHeartbeat) as err:
+        parse_heartbeat(body(timestamp=NOW + 40), NOW, limits)
+    assert err.value.reason == "future" and err.value.offset == pytest.approx(40)
+    with pytest.raises(InvalidHeartbeat) as err:
+        parse_heartbeat(body(timestamp=NOW - 200), NOW, limits)
+    assert err.value.reason == "stale" and err.value.offset == pytest.approx(-200)
+    assert parse_heartbeat(body(timestamp=NOW - 170), NOW, limits).drift == pytest.approx(-170)

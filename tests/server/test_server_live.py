@@ -105,7 +105,7 @@ def hostile_messages():
         ("private_ip", {"a": 1}), ("external_ip", "1.2.3"), ("hostname", "<script>alert(1)</script>"),
         ("hostname", "x\" onmouseover=\"alert(1)"), ("hostname", "evil'); alert('x"), ("hostname", 7),
         ("hostname", "a" * 300), ("load", -5), ("load", "high"), ("load", None), ("load", [1]), ("load", True),
-        ("max_load", 0), ("max_load", -1), ("timestamp", time.time() + 10 * 365 * 86400),
+        ("public_ip", "127.0.0.1"), ("hostname", "0.0.0.0"), ("timestamp", time.time() + 10 * 365 * 86400),
         ("timestamp", time.time() - 86400), ("timestamp", "now"), ("upstream", "<b>"), ("cache_type", "x"),
         ("verified", "true"), ("agent_version", "<script>"),
     ]
