@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from .amqp import RabbitSettings, check_settings, check_tls_files
 from .inifile import ConfigError, Schema, find_config, load_ini, setting, to_float, to_int, to_list, to_path
@@ -47,6 +47,13 @@ class CacheSettings:
     cache_loadconstant: float = setting(1.0, to_float(0.01, 100), aliases=("squid_loadconstant",))
     cache_distloadweight: float = setting(0.5, to_float(0.0, 1.0), aliases=("squid_distloadweight",))
     cache_clock_drift: float = setting(60.0, to_float(0, 86400))
+    # How far a heartbeat's timestamp may be behind or ahead of the server's clock before it is
+    # refused (stale/future; replay protection). 0: the same as cache_inactive_time.
+    heartbeat_window: float = setting(0.0, to_float(0, 86400))
+
+    def window(self) -> float:
+        """The stale/future window in seconds."""
+        return self.heartbeat_window or self.cache_inactive_time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +74,32 @@ class ServerConfig:
     path: str = "(defaults)"
 
 
+_GEOIP = "replaced by [general] geoip_database (the GeoLite2/GeoIP .mmdb or .dat file; nothing is downloaded)"
+_BACKOFF = "ignored: the consumer retries for as long as the server runs, with a capped backoff"
+_VERIFIED_DEFAULT = ("ignored: with [cache] cache_verification on, only the server's own check counts; "
+                     "with it off, a cache's own 'verified' claim is used")
+# Keys of upstream shoal_server.conf files of 2014-2025 that have no counterpart here.
+OBSOLETE: Dict[str, str] = {
+    "general.shoal_dir": "ignored: nothing is written outside [general] state_dir",
+    "general.geolitecity_path": _GEOIP,
+    "general.geolitecity_url": _GEOIP,
+    "general.geolitecity_update": _GEOIP,
+    "general.geolitecity_update_time": _GEOIP,
+    "general.geodomain_path": "ignored: no domain database is used",
+    "squid.squid_verified_default": _VERIFIED_DEFAULT,
+    "cache.cache_verified_default": _VERIFIED_DEFAULT,
+    "rabbitmq.amqp_exchange_type": "ignored: the exchange is always declared as topic, as every release did",
+    "webpy": "ignored: there is no web.py template cache to switch",
+    "error": _BACKOFF,
+    "agentless": "ignored: agentless caches are not supported",
+}
+
 SCHEMA = Schema(
     sections={"general": GeneralSettings, "rabbitmq": RabbitSettings, "cache": CacheSettings,
               "security": SecuritySettings, "logging": LoggingSettings},
     # Files written for the 2014-2024 server keep working: [squid] squid_* maps onto [cache].
     legacy_sections={"squid": "cache"},
-    obsolete=("general.shoal_dir", "general.geolitecity_path", "general.geolitecity_url",
-              "general.geolitecity_update_time", "general.geodomain_path", "squid.squid_verified_default",
-              "rabbitmq.amqp_exchange_type", "agentless", "webpy", "error"),
+    obsolete=OBSOLETE,
 )
 
 

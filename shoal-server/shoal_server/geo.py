@@ -26,6 +26,8 @@ class Location:
     country_name: Optional[str] = None
     continent: Optional[str] = None
     time_zone: Optional[str] = None
+    metro_code: Optional[int] = None     # US DMA code, as upstream HEAD served it
+    postal_code: Optional[str] = None
     unit_vector: Tuple[float, float, float] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -37,6 +39,7 @@ class Location:
             "city": self.city, "region_code": self.region_code, "country_code": self.country_code,
             "country_name": self.country_name, "continent": self.continent,
             "latitude": self.latitude, "longitude": self.longitude, "time_zone": self.time_zone,
+            "metro_code": self.metro_code, "postal_code": self.postal_code,
         }
 
 
@@ -107,10 +110,19 @@ class MmdbLocator:
             country_code=(record.get("country") or {}).get("iso_code"),
             country_name=_name(record.get("country")),
             continent=(record.get("continent") or {}).get("code"), time_zone=loc.get("time_zone"),
+            metro_code=_int_or_none(loc.get("metro_code")), postal_code=_str_or_none((record.get("postal") or {}).get("code")),
         )
 
     def close(self) -> None:
         self._reader.close()
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _str_or_none(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) and value else None
 
 
 def _name(node: Any) -> Optional[str]:
@@ -151,7 +163,8 @@ class DatLocator:
             latitude=float(rec["latitude"]), longitude=float(rec["longitude"]), city=rec.get("city"),
             region_code=rec.get("region_code"), country_code=rec.get("country_code"),
             country_name=rec.get("country_name"), continent=rec.get("continent"),
-            time_zone=rec.get("time_zone"),
+            time_zone=rec.get("time_zone"), metro_code=_int_or_none(rec.get("metro_code")),
+            postal_code=_str_or_none(rec.get("postal_code")),
         )
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import math
 import os
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +126,21 @@ class Schema:
 
     ``legacy_sections`` maps an old section name to the current one (keys are then looked up
     through aliases); ``obsolete`` lists sections or ``section.key`` names that older releases
-    used and that are accepted with a warning so existing files keep working.
+    used and that are accepted with a warning so existing files keep working. It may be a
+    mapping from each name to what replaces it ("replaced by [general] geoip_database") or why
+    it is ignored; the warning then says so. Each program has its own table.
     """
 
     sections: Mapping[str, type]
     legacy_sections: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    obsolete: Iterable[str] = ()
+    obsolete: Union[Iterable[str], Mapping[str, str]] = ()
+
+    def obsolete_note(self, name: str) -> Optional[str]:
+        """What the warning for obsolete ``name`` ("section" or "section.key") says; None if current."""
+        notes = self.obsolete
+        if isinstance(notes, Mapping):
+            return notes.get(name)
+        return "ignored" if name in set(notes) else None
 
 
 def load_ini(path: Optional[str], schema: Schema) -> Dict[str, Any]:
@@ -147,12 +156,17 @@ def load_ini(path: Optional[str], schema: Schema) -> Dict[str, Any]:
         raise ConfigError(path, "-", "", f"cannot read the file: {err.strerror}") from None
     except (configparser.Error, UnicodeDecodeError) as err:
         raise ConfigError(path, "-", "", f"not a valid INI file: {str(err).splitlines()[0]}") from None
-    obsolete = set(schema.obsolete)
     for raw_section in parser.sections():
         section = schema.legacy_sections.get(raw_section, raw_section)
         if section not in schema.sections:
-            if raw_section in obsolete:
-                logger.warning("%s: section [%s] is obsolete and ignored", path, raw_section)
+            section_note = schema.obsolete_note(raw_section)
+            if section_note is not None:
+                # One warning per key, each naming what replaces it (or that it is ignored).
+                keys = [key for key, _ in parser.items(raw_section)] or [""]
+                for key in keys:
+                    note = (schema.obsolete_note(f"{raw_section}.{key}") if key else None) or section_note
+                    where = f"[{raw_section}] {key}" if key else f"section [{raw_section}]"
+                    logger.warning("%s: %s is obsolete: %s", path, where, note)
                 continue
             known = ", ".join(sorted(schema.sections))
             raise ConfigError(path, raw_section, "", f"unknown section (known: {known})")
@@ -161,8 +175,11 @@ def load_ini(path: Optional[str], schema: Schema) -> Dict[str, Any]:
         for key, text in parser.items(raw_section):
             field = by_name.get(key)
             if field is None:
-                if f"{raw_section}.{key}" in obsolete:
-                    logger.warning("%s: [%s] %s is obsolete and ignored", path, raw_section, key)
+                note = schema.obsolete_note(f"{raw_section}.{key}")
+                if note is None and raw_section != section:  # [squid] squid_x read as [cache] cache_x
+                    note = schema.obsolete_note(f"{section}.{key}")
+                if note is not None:
+                    logger.warning("%s: [%s] %s is obsolete: %s", path, raw_section, key, note)
                     continue
                 raise ConfigError(path, raw_section, key, "unknown key")
             convert = field.metadata.get("parse") or _default_converter(field.default)

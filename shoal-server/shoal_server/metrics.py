@@ -23,13 +23,14 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 # Request paths map to a fixed set of endpoint labels, so a scanner cannot create new series.
 _ENDPOINTS: Tuple[Tuple["re.Pattern[str]", str], ...] = tuple(
     (re.compile(pattern), name) for pattern, name in (
-        (r"/(nearest|nearestverified|nearestcvmfs|nearestconditions)(/\d{1,4})?/?\Z", r"\1"),
+        (r"/(nearest|nearestverified|nearestcvmfs|nearestconditions)/?(\d{1,9})?/?\Z", r"\1"),
         (r"/wpad\.dat\Z", "wpad"),
-        (r"/all/?\Z", "all"),
+        (r"/all/?(\d{1,9})?/?\Z", "all"),
+        (r"/(favicon\.ico|static/img/icons/favicon\.ico)\Z", "favicon"),
         (r"/healthz\Z", "healthz"),
         (r"/metrics\Z", "metrics"),
         (r"/static/", "static"),
-        (r"/\Z", "status"),
+        (r"/(\d{1,9})?/?\Z", "status"),
     ))
 
 

@@ -8,16 +8,27 @@ from .ranking import Ranked
 from .table import CacheEntry
 
 FIELD_ORDER = ("hostname", "squid_port", "public_ip", "private_ip", "external_ip", "load", "max_load",
-               "distance", "last_active", "created", "verified", "upstream", "cache_type", "uuid")
+               "distance", "last_active", "created", "verified", "global_access", "local", "upstream",
+               "cache_type", "uuid")
 
 
-def cache_record(entry: CacheEntry, distance_km: Optional[float] = None) -> Dict[str, Any]:
-    """One cache as every JSON endpoint shows it (the 2014-2024 field names)."""
+def cache_record(entry: CacheEntry, distance_km: Optional[float] = None, verification: bool = False,
+                 client_ip: Optional[str] = None) -> Dict[str, Any]:
+    """One cache as every JSON endpoint shows it (upstream HEAD's field names and meanings).
+
+    ``public_ip`` is the agent's, else its ``external_ip`` (agents behind NAT send only that),
+    as upstream HEAD fills it. ``global_access``: any client may be given the cache (the
+    server's verification passed, or verification is off). ``local``: true when the client
+    (``client_ip``, on /nearest*) shares the cache's public address, i.e. sits behind the same
+    NAT, so shoal-client 1.0.x tries the cache's private_ip first; otherwise null, never
+    false: upstream's client reads the value with a regex and takes the text "false" as true.
+    """
     hb = entry.hb
+    shared = client_ip is not None and client_ip in (hb.public_ip, hb.external_ip)
     record: Dict[str, Any] = {
         "hostname": hb.hostname,
         "squid_port": hb.squid_port,
-        "public_ip": hb.public_ip,
+        "public_ip": hb.public_ip or hb.external_ip,
         "private_ip": hb.private_ip,
         "external_ip": hb.external_ip,
         "load": hb.load,
@@ -26,6 +37,8 @@ def cache_record(entry: CacheEntry, distance_km: Optional[float] = None) -> Dict
         "last_active": entry.last_active,
         "created": entry.created,
         "verified": entry.is_verified,
+        "global_access": entry.is_verified or not verification,
+        "local": True if shared else None,
         "upstream": hb.upstream,
         "cache_type": hb.cache_type,
         "uuid": hb.uuid,
@@ -44,8 +57,8 @@ def to_json(records: Iterable[Dict[str, Any]]) -> str:
     return json.dumps(body, separators=(", ", ": "), allow_nan=False)
 
 
-def ranked_json(ranked: Sequence[Ranked]) -> str:
-    return to_json(cache_record(r.entry, r.distance_km) for r in ranked)
+def ranked_json(ranked: Sequence[Ranked], verification: bool = False, client_ip: Optional[str] = None) -> str:
+    return to_json(cache_record(r.entry, r.distance_km, verification, client_ip) for r in ranked)
 
 
 def hostport(host: str, port: int) -> str:

@@ -31,7 +31,7 @@ class ShoalService:
         self.table = CacheTable()
         self.status = ConsumerStatus(clock)
         cache = config.cache
-        self.limits = Limits(default_max_load=cache.cache_max_load, max_age=cache.cache_inactive_time,
+        self.limits = Limits(default_max_load=cache.cache_max_load, max_age=cache.window(),
                              drift_tolerance=cache.cache_clock_drift,
                              require_user_id=config.rabbitmq.use_ssl,
                              trust_verified_claim=not cache.cache_verification)

@@ -5,7 +5,7 @@ import json
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import web
 
@@ -22,6 +22,7 @@ from .table import CacheTable
 logger = logging.getLogger(__name__)
 
 DEFAULT_N = 5
+MIN_PAGE_SIZE, MAX_PAGE_SIZE = 10, 10000  # the bounds of [general] status_page_size
 REFUSED_ON_PAGE = 50
 MAX_N = 100
 JSON = "application/json"
@@ -54,20 +55,22 @@ class Shoal:
         self.outline = load_world_outline()
         self.metrics = Metrics(table, status)
 
-    def ranked(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> List[Ranked]:
+    def ranked(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> Tuple[List[Ranked], Optional[str]]:
+        """The caches for the requesting client, and the client's address."""
         verified, upstream = NEAREST_ROUTES[route]
         n = _parse_n(n_text)
         client_ip = self.resolver.resolve(environ, query.get("ip"))
         client = self.locator.locate(client_ip) if client_ip else None
         # The table's column arrays for its current version: ranking is vector arithmetic on them.
         entries, columns = self.table.columns()
-        return RankIndex(entries, columns).rank(client, client_ip, self.weights, n, verified, upstream)
+        return RankIndex(entries, columns).rank(client, client_ip, self.weights, n, verified, upstream), client_ip
 
     def nearest(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> Tuple[str, str, str]:
-        return "200 OK", JSON, ranked_json(self.ranked(environ, query, route, n_text))
+        ranked, client_ip = self.ranked(environ, query, route, n_text)
+        return "200 OK", JSON, ranked_json(ranked, self.config.cache.cache_verification, client_ip)
 
     def wpad(self, environ: dict, query: dict) -> Tuple[str, str, str]:
-        return "200 OK", PAC, render_pac(pac_proxies(self.ranked(environ, query, "nearest", None)))
+        return "200 OK", PAC, render_pac(pac_proxies(self.ranked(environ, query, "nearest", None)[0]))
 
     def all(self) -> Tuple[str, str, str]:
         # Rendering 10,000 caches takes ~100 ms, so the body is kept until the table changes.
@@ -75,7 +78,8 @@ class Shoal:
         if version != self.table.version:
             version = self.table.version  # read before the snapshot: a race only re-renders
             entries = sorted(self.table.snapshot(), key=lambda e: (e.hb.hostname, e.uuid))
-            body = to_json(cache_record(e) for e in entries)
+            verification = self.config.cache.cache_verification
+            body = to_json(cache_record(e, verification=verification) for e in entries)
             self._all_body = (version, body)
         return "200 OK", JSON, body
 
@@ -85,12 +89,16 @@ class Shoal:
         body = {"status": "ok" if healthy else "consumer disconnected", "caches": len(self.table),
                 "consumer_connected": self.status.connected, "disconnected_seconds": round(down_for, 1),
                 **self.status.counters(),
-                "refused": self.status.refused.summary(self.clock(), self.config.cache.cache_inactive_time)}
+                "refused": self.status.refused.summary(self.clock(), self.config.cache.window())}
         return ("200 OK" if healthy else "503 Service Unavailable"), JSON, json.dumps(body)
 
-    def status_page(self, query: dict) -> Tuple[str, str, str]:
+    def status_page(self, query: dict, size_text: Optional[str] = None) -> Tuple[str, str, str]:
+        # Upstream's "/N" gave the page size in the path; it is kept within the configured bounds.
+        size = self.config.general.status_page_size
+        if size_text:
+            size = max(MIN_PAGE_SIZE, min(MAX_PAGE_SIZE, int(size_text)))
         body = render_status(self.table.snapshot(), self.clock(), parse_request(query),
-                             self.config.general.status_page_size, self.config.cache.cache_clock_drift,
+                             size, self.config.cache.cache_clock_drift,
                              self.status.connected, self.outline,
                              refused=self.status.refused.newest(REFUSED_ON_PAGE))
         return "200 OK", HTML, body
@@ -98,6 +106,10 @@ class Shoal:
     def metrics_page(self, accept: str) -> Tuple[str, str, str]:
         content_type, body = self.metrics.exposition(accept)
         return "200 OK", content_type, body.decode("utf-8")
+
+    def favicon(self) -> Tuple[str, str, bytes]:
+        with open(os.path.join(STATIC_DIR, "favicon.ico"), "rb") as handle:
+            return "200 OK", "image/x-icon", handle.read()
 
     def static(self, name: str) -> Tuple[str, str, str]:
         """A file of the package's static/ folder (the route admits only plain names)."""
@@ -110,9 +122,10 @@ class Shoal:
 
 
 def _parse_n(text: Optional[str]) -> int:
+    """N of /nearest/N: 5 when absent, at most MAX_N; /nearest/0 asks for (and gets) none."""
     if not text:
         return DEFAULT_N
-    return max(1, min(MAX_N, int(text)))
+    return max(0, min(MAX_N, int(text)))
 
 
 def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, status: ConsumerStatus,
@@ -122,14 +135,14 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
     # web.py keeps this switch only as a module global; on, it renders tracebacks to clients.
     web.config.debug = False
 
-    def respond(result: Tuple[str, str, str]) -> str:
+    def respond(result: Tuple[str, str, Union[str, bytes]]) -> Union[str, bytes]:
         status_line, content_type, body = result
         web.ctx.status = status_line
         web.header("Content-Type", content_type)
         web.header("Cache-Control", "no-cache")
         return body
 
-    def guarded(call: Callable[[], Tuple[str, str, str]]) -> str:
+    def guarded(call: Callable[[], Tuple[str, str, str]]) -> Union[str, bytes]:
         try:
             return respond(call())
         except BadClientAddress as err:
@@ -139,44 +152,50 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
         return dict(web.input(_method="get"))
 
     class Nearest:
-        def GET(self, route: str, n_text: Optional[str] = None) -> str:
+        def GET(self, route: str, n_text: Optional[str] = None) -> Union[str, bytes]:
             return guarded(lambda: shoal.nearest(web.ctx.env, query(), route, n_text))
 
     class Wpad:
-        def GET(self) -> str:
+        def GET(self) -> Union[str, bytes]:
             return guarded(lambda: shoal.wpad(web.ctx.env, query()))
 
     class All:
-        def GET(self) -> str:
-            return respond(shoal.all())
+        def GET(self, n_text: Optional[str] = None) -> Union[str, bytes]:
+            return respond(shoal.all())  # upstream ignored the N of /all/N too
 
     class Healthz:
-        def GET(self) -> str:
+        def GET(self) -> Union[str, bytes]:
             return respond(shoal.healthz())
 
     class Index:
-        def GET(self) -> str:
+        def GET(self, size_text: Optional[str] = None) -> Union[str, bytes]:
             web.header("Content-Security-Policy", STATUS_CSP)
             web.header("X-Content-Type-Options", "nosniff")
-            return respond(shoal.status_page(query()))
+            return respond(shoal.status_page(query(), size_text))
+
+    class Favicon:
+        def GET(self) -> Union[str, bytes]:
+            return respond(shoal.favicon())
 
     class MetricsPage:
-        def GET(self) -> str:
+        def GET(self) -> Union[str, bytes]:
             return respond(shoal.metrics_page(web.ctx.env.get("HTTP_ACCEPT", "")))
 
     class Static:
-        def GET(self, name: str) -> str:
+        def GET(self, name: str) -> Union[str, bytes]:
             web.header("X-Content-Type-Options", "nosniff")
             return respond(shoal.static(name))
 
+    # Every route upstream's url tables (2014-2025) answered, with their optional /N and slash.
     urls = (
-        r"/(nearest|nearestverified|nearestcvmfs|nearestconditions)(?:/(\d{1,4}))?/?", Nearest,
+        r"/(nearest|nearestverified|nearestcvmfs|nearestconditions)/?(\d{1,9})?/?", Nearest,
         r"/wpad\.dat", Wpad,
-        r"/all/?", All,
+        r"/all/?(\d{1,9})?/?", All,
         r"/healthz", Healthz,
         r"/metrics", MetricsPage,
+        r"/(?:favicon\.ico|static/img/icons/favicon\.ico)", Favicon,
         r"/static/([A-Za-z0-9_-]+\.css)", Static,
-        r"/", Index,
+        r"/(\d{1,9})?/?", Index,
     )
     app = web.application(urls, {}, autoreload=False)
 

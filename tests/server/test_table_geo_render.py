@@ -108,7 +108,7 @@ def test_json_keeps_the_upstream_shape_and_2014_regex_reads_it():
                 "last_active", "created", "verified", "upstream", "cache_type", "geo_data"):
         assert key in rec
     assert set(rec["geo_data"]) == {"city", "region_code", "country_code", "country_name", "continent", "latitude",
-                                    "longitude", "time_zone"}
+                                    "longitude", "time_zone", "metro_code", "postal_code"}
     # The 2014 client: re.findall('"hostname": "(.*?)"') and similar on the raw text.
     assert re.findall(r'"hostname": "(.*?)"', text) == ["squid.example.org"]
     assert re.findall(r'"squid_port": (\d+)[,}]', text) == ["3128"]
