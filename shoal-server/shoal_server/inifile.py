@@ -164,9 +164,9 @@ def load_ini(path: Optional[str], schema: Schema) -> Dict[str, Any]:
                 # One warning per key, each naming what replaces it (or that it is ignored).
                 keys = [key for key, _ in parser.items(raw_section)] or [""]
                 for key in keys:
-                    note = (schema.obsolete_note(f"{raw_section}.{key}") if key else None) or section_note
+                    key_note = (schema.obsolete_note(f"{raw_section}.{key}") if key else None) or section_note
                     where = f"[{raw_section}] {key}" if key else f"section [{raw_section}]"
-                    logger.warning("%s: %s is obsolete: %s", path, where, note)
+                    logger.warning("%s: %s is obsolete: %s", path, where, key_note)
                 continue
             known = ", ".join(sorted(schema.sections))
             raise ConfigError(path, raw_section, "", f"unknown section (known: {known})")
