@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .heartbeat import is_hostname
+from .heartbeat import address_class, is_hostname
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 
@@ -126,11 +126,18 @@ def check_names(kind: str, names: Sequence[str]) -> Tuple[str, ...]:
         raise CAError("an agent certificate has exactly one host name (issue one per Squid)")
     checked = []
     for name in names:
-        ok = _NAME_RE.match(name) if kind == "server" else is_hostname(name)
+        if kind == "server":
+            ok, what = bool(_NAME_RE.match(name)), "a name of [A-Za-z0-9._-]"
+        else:
+            name = name[:-1] if name.endswith(".") and len(name) > 1 else name
+            # An agent names the cache clients are sent to: the served host-name rule, IP literals
+            # global unicast only. A broker may well listen on loopback or a private address.
+            ok = is_hostname(name) or (kind != "agent" and address_class(name) != "invalid")
+            what = ("a host name or global unicast IP address (docs/protocol.md, host-name rule)" if kind == "agent"
+                    else "a host name or IP address")
         if not ok:
-            what = "a name of [A-Za-z0-9._-]" if kind == "server" else "an RFC 1123 host name or IP address"
             raise CAError(f"{name!r} is not {what}")
-        checked.append(name.rstrip(".").lower() if kind != "server" else name)
+        checked.append(name.lower() if kind != "server" else name)
     return tuple(checked)
 
 

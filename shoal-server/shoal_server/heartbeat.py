@@ -43,7 +43,8 @@ _SHARED_V4 = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: behind 
 # Every repair label ``Heartbeat.repairs`` can hold (docs/protocol.md "Repairs").
 REPAIRS = ("load_string", "timestamp_string", "max_load_string", "max_load_missing", "max_load_not_positive",
            "max_load_unparsable", "port_string", "hostname_underscore", "hostname_loopback",
-           "public_ip_private", "external_ip_private", "private_ip_dropped")
+           "public_ip_private", "external_ip_private", "public_ip_not_global", "external_ip_not_global",
+           "private_ip_dropped")
 
 
 class InvalidHeartbeat(ValueError):
@@ -260,34 +261,37 @@ def _addresses(data: Mapping[str, Any], repairs: List[str]) -> Tuple[Optional[st
 
     public_ip and external_ip must be global unicast: clients connect to them and GeoIP places
     them. A private one (RFC 1918, CGNAT, ULA) is what an agent behind NAT reports when its
-    NAT gateway's address is unknown; it moves to private_ip (if that is free) and the message
-    stands on its other address. Loopback, unspecified, broadcast, multicast, link-local,
-    reserved and documentation addresses are refused. private_ip may be private or global;
-    anything else there is dropped from the record.
+    NAT gateway's address is unknown; it moves to private_ip (if that is free). Any other
+    non-global one (loopback, unspecified, broadcast, multicast, link-local, reserved,
+    documentation) is dropped when the other field holds a global address (an agent's
+    interface scan found it beside a configured external_ip) and refused otherwise. private_ip
+    may be private or global; anything else there is dropped from the record.
     """
     fields = {key: _ip_text(data, key) for key in ("public_ip", "private_ip", "external_ip")}
     private = fields["private_ip"]
     if private is not None and address_class(private) not in ("private", "global"):
         repairs.append("private_ip_dropped")
         private = None
-    kept: Dict[str, Optional[str]] = {}
-    for key in ("public_ip", "external_ip"):
-        text = fields[key]
-        kind = address_class(text) if text is not None else "global"
-        if kind == "private":
+    kinds = {key: address_class(fields[key]) for key in ("public_ip", "external_ip") if fields[key] is not None}
+    kept: Dict[str, Optional[str]] = {"public_ip": None, "external_ip": None}
+    for key, kind in kinds.items():
+        if kind == "global":
+            kept[key] = fields[key]
+        elif kind == "private":
             repairs.append(f"{key}_private")
             if private is None:
-                private = text
-            text = None
-        elif kind != "global":
-            raise InvalidHeartbeat("bad_ip", f"{key} {text} is {kind}, not a global unicast address")
-        kept[key] = text
-    if not (kept["public_ip"] or kept["external_ip"]):
-        if fields["public_ip"] or fields["external_ip"]:
-            raise InvalidHeartbeat("no_global_address",
-                                   "public_ip/external_ip are private; set external_ip to the NAT's global address")
-        raise InvalidHeartbeat("no_address", "neither public_ip nor external_ip is set")
-    return kept["public_ip"], private, kept["external_ip"]
+                private = fields[key]
+    unusable = [(key, kind) for key, kind in kinds.items() if kind not in ("global", "private")]
+    if kept["public_ip"] or kept["external_ip"]:
+        repairs.extend(f"{key}_not_global" for key, _ in unusable)
+        return kept["public_ip"], private, kept["external_ip"]
+    if unusable:
+        key, kind = unusable[0]
+        raise InvalidHeartbeat("bad_ip", f"{key} {fields[key]} is {kind}, not a global unicast address")
+    if kinds:
+        raise InvalidHeartbeat("no_global_address",
+                               "public_ip/external_ip are private; set external_ip to the NAT's global address")
+    raise InvalidHeartbeat("no_address", "neither public_ip nor external_ip is set")
 
 
 def _port(data: Mapping[str, Any], repairs: List[str]) -> int:

@@ -5,7 +5,7 @@ EXTERNAL is its certificate CN. With ``[security] require_hostname_match = true`
 only advertise its own CN as host name, or a name the allow-list file grants to that CN::
 
     # certificate CN            host names it may also advertise
-    squid1.site.example         squid.site.example 192.0.2.10
+    squid1.site.example         squid.site.example 142.90.2.10
     gateway.other.example       squid-a.other.example squid-b.other.example
 
 The file is re-read when it changes (checked at most every ``reload_interval`` seconds), so

@@ -24,7 +24,7 @@ class AgentRunner:
         self.state_dir = os.path.join(workdir, "state")
         self.log_path = os.path.join(workdir, "agent.log")
         self.sections: Dict[str, Dict[str, object]] = {
-            "general": {"interval": 1, "external_ip": "198.51.100.20", "dnsname": "squid.agent-test.example.org",
+            "general": {"interval": 1, "external_ip": "142.90.100.20", "dnsname": "squid.agent-test.example.org",
                         "squid_port": 3128, "state_dir": self.state_dir, **dict(general or {})},
             "rabbitmq": dict(rabbitmq),
             "logging": {"log_file": self.log_path, "logging_level": level},

@@ -14,7 +14,7 @@ def test_dry_run_prints_the_heartbeat_and_saves_nothing(agent_factory):
     result = agent.run("--dry-run")
     data = dry_run_heartbeat(result)
     assert data["hostname"] == "squid.agent-test.example.org"
-    assert data["external_ip"] == "198.51.100.20"
+    assert data["external_ip"] == "142.90.100.20"
     assert data["squid_port"] == 3129 and data["max_load"] == 50000 and data["upstream"] == "cvmfs"
     assert isinstance(data["load"], float) and data["load"] >= 0
     assert abs(data["timestamp"] - time.time()) < 30
@@ -31,7 +31,7 @@ def test_once_is_listed_by_the_server_and_a_second_run_updates_the_same_entry(se
     record = wait_until(lambda: entries(server).get(uuid), 15, what="agent listed")
     assert record["hostname"] == "squid.agent-test.example.org"
     assert record["squid_port"] == 3129
-    assert record["external_ip"] == "198.51.100.20"
+    assert record["external_ip"] == "142.90.100.20"
     assert isinstance(record["load"], (int, float)) and not isinstance(record["load"], bool) and record["load"] >= 0
 
     second = agent.run("--once")

@@ -69,7 +69,7 @@ def run_init(env, *args):
 def test_sysv_init_script_starts_reports_and_stops_the_agent(tmp_path, exchange, server_factory):
     server = server_factory(cache={"cache_inactive_time": 30})
     config = write_ini(str(tmp_path / "shoal_agent.conf"), {
-        "general": {"interval": 1, "external_ip": "198.51.100.30", "dnsname": "init.agent-test.example.org",
+        "general": {"interval": 1, "external_ip": "142.90.100.30", "dnsname": "init.agent-test.example.org",
                     "state_dir": str(tmp_path / "state")},
         "rabbitmq": {"amqp_server_url": "127.0.0.1", "amqp_exchange": exchange},
     })

@@ -95,7 +95,7 @@ class CertAgent:
             self.connection.close()
 
 
-def heartbeat(hostname, uuid=None, ip="198.51.100.20"):
+def heartbeat(hostname, uuid=None, ip="142.90.100.20"):
     return upstream_heartbeat(ip, hostname=hostname, uuid=uuid or uuidlib.uuid4().hex)
 
 
@@ -255,12 +255,12 @@ def test_valid_agent_cannot_take_over_another_agents_uuid(broker, agents, server
     agent.close()
     wait_listed(server, hb["uuid"])
     agent = CertAgent(broker, thief)
-    agent.send(heartbeat(thief.cn, uuid=hb["uuid"], ip="203.0.113.66"))
+    agent.send(heartbeat(thief.cn, uuid=hb["uuid"], ip="188.184.113.66"))
     agent.send(heartbeat(thief.cn))            # same channel: handled after the hijack attempt
     agent.close()
     server.wait_for(lambda h: h["dropped"].get("owner_mismatch"), timeout=20)
     record = listed(server)[hb["uuid"]]
-    assert record["hostname"] == owner.cn and record["public_ip"] == "198.51.100.20"
+    assert record["hostname"] == owner.cn and record["public_ip"] == "142.90.100.20"
     lines = wait_log(server.log, "owner_mismatch")
     assert "user squid-b.example.org" in lines[0] and "belongs to 'squid-a.example.org'" in lines[0]
 
@@ -322,7 +322,7 @@ def run_agent(broker, workdir, ident, dnsname, rabbitmq_overrides=None):
     conf = os.path.join(workdir, "shoal_agent.conf")
     log = os.path.join(workdir, "agent.log")
     write_ini(conf, {
-        "general": {"external_ip": "198.51.100.30", "dnsname": dnsname, "squid_port": 3128,
+        "general": {"external_ip": "142.90.100.30", "dnsname": dnsname, "squid_port": 3128,
                     "state_dir": os.path.join(workdir, "state"), "interval": 30},
         "rabbitmq": broker.rabbitmq_section(ident, **(rabbitmq_overrides or {})),
         "logging": {"log_file": log, "logging_level": "info"},

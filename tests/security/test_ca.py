@@ -85,7 +85,8 @@ def test_expired_certificate_can_be_issued_and_does_not_verify(ca_dir):
 
 
 @pytest.mark.parametrize("kind,name", [("agent", "../../etc/passwd"), ("agent", "-rf"), ("agent", "a b"),
-                                       ("agent", "squid_1.example.org"), ("server", "../x"), ("broker", "x/y")])
+                                       ("agent", "squid-.example.org"), ("agent", "127.0.0.1"),
+                                       ("agent", "0.0.0.0"), ("agent", "::"), ("server", "../x"), ("broker", "x/y")])
 def test_names_that_are_not_host_names_are_refused(ca_dir, kind, name):
     result = ca(ca_dir, kind, "--", name, check=False)
     assert result.returncode != 0

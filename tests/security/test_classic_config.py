@@ -45,7 +45,7 @@ def test_documented_classic_config_admits_certified_agents_only(broker):
     publisher = pika.BlockingConnection(broker.params(agent))
     pub = publisher.channel()
     pub.confirm_delivery()
-    hb = upstream_heartbeat("198.51.100.40", hostname=agent.cn)
+    hb = upstream_heartbeat("142.90.100.40", hostname=agent.cn)
     pub.basic_publish(broker.exchange, "info", json.dumps(hb), pika.BasicProperties(user_id=agent.cn))
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
         pub.basic_publish(broker.exchange, "info", b"{}", pika.BasicProperties(user_id="shoal-server"))

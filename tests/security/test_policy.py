@@ -19,15 +19,15 @@ NOW = 1_700_000_000.0
 
 
 def heartbeat(hostname, user_id, uuid="u1"):
-    body = json.dumps({"uuid": uuid, "hostname": hostname, "squid_port": 3128, "public_ip": "198.51.100.7",
+    body = json.dumps({"uuid": uuid, "hostname": hostname, "squid_port": 3128, "public_ip": "142.90.100.7",
                        "load": 10, "timestamp": NOW}).encode()
     return parse_heartbeat(body, NOW, Limits(require_user_id=True), user_id)
 
 
 def test_allow_list_format():
-    grants = parse_allow_list("# comment\n\nsquid1.site.example  squid.site.example 192.0.2.10 # trailing\n"
+    grants = parse_allow_list("# comment\n\nsquid1.site.example  squid.site.example 142.90.2.10 # trailing\n"
                               "gw.other.example: A.other.example.\ngw.other.example b.other.example\n")
-    assert grants == {"squid1.site.example": {"squid.site.example", "192.0.2.10"},
+    assert grants == {"squid1.site.example": {"squid.site.example", "142.90.2.10"},
                       "gw.other.example": {"a.other.example", "b.other.example"}}
 
 
@@ -43,14 +43,14 @@ def test_allow_list_errors_name_the_line(text, message):
     ("squid1.site.example", "squid1.site.example", True),
     ("squid1.site.example", "SQUID1.site.example.", True),
     ("squid1.site.example", "squid.site.example", True),        # granted by the list
-    ("squid1.site.example", "192.0.2.10", True),
+    ("squid1.site.example", "142.90.2.10", True),
     ("squid1.site.example", "squid2.site.example", False),
     ("gw.other.example", "squid.site.example", False),          # granted to another user
     (None, "squid1.site.example", False),                       # no authenticated user, no match
     ("", "squid1.site.example", False),
 ])
 def test_allowed(user, host, ok):
-    grants = {"squid1.site.example": frozenset({"squid.site.example", "192.0.2.10"})}
+    grants = {"squid1.site.example": frozenset({"squid.site.example", "142.90.2.10"})}
     assert allowed(user, host, grants) is ok
 
 
@@ -102,7 +102,7 @@ def test_sink_drops_what_the_policy_refuses_and_counts_it():
     table, status = CacheTable(), ConsumerStatus()
     sink = HeartbeatSink(table, _NoGeo(), Limits(require_user_id=True), status, clock=lambda: NOW,
                          policy=HostnamePolicy())
-    good = {"uuid": "u1", "hostname": "squid1.site.example", "squid_port": 3128, "public_ip": "198.51.100.7",
+    good = {"uuid": "u1", "hostname": "squid1.site.example", "squid_port": 3128, "public_ip": "142.90.100.7",
             "load": 1, "timestamp": NOW}
     assert sink.handle(json.dumps(good).encode(), "squid1.site.example") is not None
     assert sink.handle(json.dumps({**good, "uuid": "u2", "hostname": "victim.example"}).encode(),

@@ -77,7 +77,7 @@ HOSTILE = [
     (body(public_ip="127.0.0.1"), "bad_ip"),
     (body(public_ip="255.255.255.255"), "bad_ip"),
     (body(public_ip="240.0.0.1"), "bad_ip"),
-    (body(external_ip="::"), "bad_ip"),
+    (body(public_ip=..., external_ip="::"), "bad_ip"),
     (body(public_ip="198.51.100.7"), "bad_ip"),
     (body(public_ip="169.254.1.1"), "bad_ip"),
     (body(public_ip="::ffff:127.0.0.1"), "bad_ip"),
@@ -174,6 +174,13 @@ def test_private_external_ip_beside_a_global_one_moves_to_private_ip():
     hb = parse_heartbeat(body(private_ip=..., external_ip="192.168.1.5", max_load=1), NOW)
     assert (hb.public_ip, hb.external_ip, hb.private_ip) == ("142.90.1.1", None, "192.168.1.5")
     assert hb.repairs == ("external_ip_private",)
+
+
+def test_non_global_public_ip_beside_a_global_external_ip_is_dropped_not_served():
+    # An agent's interface scan on a lab host (192.0.2.2 on eth0) beside its configured external_ip.
+    hb = parse_heartbeat(body(public_ip="192.0.2.2", external_ip="142.90.1.1", max_load=1), NOW)
+    assert (hb.public_ip, hb.external_ip, hb.address) == (None, "142.90.1.1", "142.90.1.1")
+    assert hb.repairs == ("public_ip_not_global",)
 
 
 def test_unusable_private_ip_is_dropped_not_served():
