@@ -60,6 +60,8 @@ class CacheSettings:
 class SecuritySettings:
     require_hostname_match: bool = False
     hostname_allow_list: str = setting("", to_path)
+    # Single-host labs and tests: serve loopback/private/documentation addresses. Never in production.
+    lab_addresses: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,6 +68,9 @@ class Limits:
     require_user_id: bool = False
     # With server-side verification on, an agent's own "verified": true must not count.
     trust_verified_claim: bool = True
+    # Single-host labs and tests only ([security] lab_addresses): loopback, private and
+    # documentation addresses count as routable. Never on a production server.
+    lab_addresses: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +197,14 @@ def address_class(text: str) -> str:
     return "non-global"
 
 
+# What lab_addresses admits besides global unicast; unspecified, multicast and broadcast never.
+_LAB_KINDS = ("global", "private", "loopback", "documentation", "link-local", "reserved", "non-global")
+
+
+def _routable(kind: str, limits: "Limits") -> bool:
+    return kind == "global" or (limits.lab_addresses and kind in _LAB_KINDS)
+
+
 _PRIVATE_V4 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 _DOC_V4 = tuple(ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
 _ULA_V6 = ipaddress.ip_network("fc00::/7")
@@ -256,7 +267,8 @@ def _ip_text(data: Mapping[str, Any], key: str) -> Optional[str]:
     return str(addr)
 
 
-def _addresses(data: Mapping[str, Any], repairs: List[str]) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+def _addresses(data: Mapping[str, Any], limits: Limits,
+               repairs: List[str]) -> Tuple[Optional[str], Optional[str], Optional[str]]:
     """(public_ip, private_ip, external_ip) under the address rules.
 
     public_ip and external_ip must be global unicast: clients connect to them and GeoIP places
@@ -273,6 +285,8 @@ def _addresses(data: Mapping[str, Any], repairs: List[str]) -> Tuple[Optional[st
         repairs.append("private_ip_dropped")
         private = None
     kinds = {key: address_class(fields[key]) for key in ("public_ip", "external_ip") if fields[key] is not None}
+    if limits.lab_addresses:
+        kinds = {key: "global" if _routable(kind, limits) else kind for key, kind in kinds.items()}
     kept: Dict[str, Optional[str]] = {"public_ip": None, "external_ip": None}
     for key, kind in kinds.items():
         if kind == "global":
@@ -311,13 +325,15 @@ def _port(data: Mapping[str, Any], repairs: List[str]) -> int:
     return values.pop()
 
 
-def _hostname(data: Mapping[str, Any], address: str, repairs: List[str]) -> str:
+def _hostname(data: Mapping[str, Any], address: str, limits: Limits, repairs: List[str]) -> str:
     """The name clients are given; an unset or loopback name is replaced by the address."""
     hostname = data.get("hostname")
     if hostname is None or hostname == "":
         return address
     if isinstance(hostname, str) and hostname.endswith(".") and len(hostname) > 1:
         hostname = hostname[:-1]  # the absolute form of the same DNS name
+    if limits.lab_addresses and isinstance(hostname, str) and _routable(address_class(hostname), limits):
+        return str(ipaddress.ip_address(hostname))
     if not isinstance(hostname, str) or not is_hostname(hostname):
         if isinstance(hostname, str) and (":" in hostname or hostname.replace(".", "").isdigit()):
             kind = address_class(hostname)
@@ -349,8 +365,8 @@ def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optio
     if not isinstance(uuid, str) or not _UUID_RE.match(uuid):
         raise InvalidHeartbeat("bad_uuid", "uuid missing or not [A-Za-z0-9._:-]{1,128}")
     port = _port(data, repairs)
-    public_ip, private_ip, external_ip = _addresses(data, repairs)
-    hostname = _hostname(data, external_ip or public_ip or "", repairs)
+    public_ip, private_ip, external_ip = _addresses(data, limits, repairs)
+    hostname = _hostname(data, external_ip or public_ip or "", limits, repairs)
     load = _number(data, "load", "bad_load", repairs)
     if load is None or load < 0:
         raise InvalidHeartbeat("bad_load", "load missing or negative")

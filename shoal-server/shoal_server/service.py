@@ -34,7 +34,11 @@ class ShoalService:
         self.limits = Limits(default_max_load=cache.cache_max_load, max_age=cache.window(),
                              drift_tolerance=cache.cache_clock_drift,
                              require_user_id=config.rabbitmq.use_ssl,
-                             trust_verified_claim=not cache.cache_verification)
+                             trust_verified_claim=not cache.cache_verification,
+                             lab_addresses=config.security.lab_addresses)
+        if config.security.lab_addresses:
+            logger.warning("%s: [security] lab_addresses is on: loopback, private and documentation addresses "
+                           "are served to clients; never use this on a production server", config.path)
         policy = build_policy(config.security.require_hostname_match, config.security.hostname_allow_list,
                               config.path)
         self.sink = HeartbeatSink(self.table, self.locator, self.limits, self.status, clock, policy=policy)

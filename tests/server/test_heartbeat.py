@@ -203,3 +203,14 @@ def test_stale_and_future_carry_the_offset_and_windows_differ():
         parse_heartbeat(body(timestamp=NOW - 200), NOW, limits)
     assert err.value.reason == "stale" and err.value.offset == pytest.approx(-200)
     assert parse_heartbeat(body(timestamp=NOW - 170), NOW, limits).drift == pytest.approx(-170)
+
+
+def test_lab_addresses_admit_loopback_but_never_unspecified_or_broadcast():
+    lab = Limits(lab_addresses=True)
+    hb = parse_heartbeat(body(public_ip="127.0.0.1", hostname="127.0.0.1", max_load=1), NOW, lab)
+    assert (hb.hostname, hb.public_ip) == ("127.0.0.1", "127.0.0.1")
+    for fields in (dict(public_ip="0.0.0.0"), dict(public_ip="255.255.255.255"), dict(hostname="::")):
+        with pytest.raises(InvalidHeartbeat):
+            parse_heartbeat(body(**fields), NOW, lab)
+    with pytest.raises(InvalidHeartbeat):
+        parse_heartbeat(body(public_ip="127.0.0.1"), NOW)   # off by default

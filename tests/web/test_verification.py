@@ -101,7 +101,8 @@ def test_verified_through_squid_and_unverified_when_squid_stops(server_factory, 
     server = server_factory(cache={
         "cache_cleanse_interval": 5, "cache_inactive_time": 300, "cache_verification": "true",
         "cache_verify_interval": 1, "verification_timeout": 2, "verification_concurrency": 4,
-        "verification_origin": f"http://127.0.0.1:{origin.port}", "verification_url": REPO_PATH})
+        "verification_origin": f"http://127.0.0.1:{origin.port}", "verification_url": REPO_PATH},
+        extra={"security": {"lab_addresses": "true"}})   # the Squids of this test listen on loopback only
     dead_port = free_port()   # nothing listens there
     # Every agent claims verified=true; the server believes only what it checked itself.
     publisher.send(upstream_heartbeat("127.0.0.1", hostname="127.0.0.1", port=squid.port, uuid="real-squid",
