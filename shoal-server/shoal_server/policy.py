@@ -44,8 +44,8 @@ def parse_allow_list(text: str, source: str = "allow-list") -> Dict[str, FrozenS
         if not names:
             raise ValueError(f"{source}:{number}: {user!r} is followed by no host name")
         for name in names:
-            if not is_hostname(name):
-                raise ValueError(f"{source}:{number}: {name!r} is not an RFC 1123 host name or IP address")
+            if not is_hostname(normalise(name)):  # what may be granted is what may be served
+                raise ValueError(f"{source}:{number}: {name!r} is not a host name or global IP address")
         grants.setdefault(user, set()).update(normalise(n) for n in names)
     return {user: frozenset(names) for user, names in grants.items()}
 

@@ -128,7 +128,7 @@ def test_columns_survive_growth_and_shrinking():
     """Past the first block of rows (64) and back: every row still describes its entry."""
     table, now = CacheTable(), 1000.0
     for i in range(300):
-        table.upsert(heartbeat(f"g{i}", f"{1 + i % 200}.{i % 250}.1.1", float(i), now + i), now + i, fake_locate)
+        table.upsert(heartbeat(f"g{i}", f"{20 + i % 80}.{i % 250}.1.1", float(i), now + i), now + i, fake_locate)
     entries, cols = table.columns()
     fresh = Columns.from_entries(entries)
     for name in Columns.__slots__:

@@ -33,7 +33,8 @@ def test_allow_list_format():
 
 @pytest.mark.parametrize("text,message", [("lonely.example\n", ":1: 'lonely.example' is followed by no host name"),
                                           ("ok.example ok.example\nu <script>\n", ":2: '<script>' is not"),
-                                          ("u bad_name.example\n", "'bad_name.example' is not")])
+                                          ("u bad/name.example\n", "'bad/name.example' is not"),
+                                          ("u 127.0.0.1\n", "'127.0.0.1' is not")])
 def test_allow_list_errors_name_the_line(text, message):
     with pytest.raises(ValueError, match=".*" + message.replace("(", r"\(").replace(")", r"\)")):
         parse_allow_list(text, "allow.txt")
