@@ -163,3 +163,18 @@ def test_live_page_forbids_scripts(live):
     status, headers, css = http_get(live.url + "/static/status.css")
     assert status == 200 and headers["Content-Type"].startswith("text/css") and b"--l3" in css
     assert http_get(live.url + "/static/../webapp.py")[0] == 404
+
+
+def test_refused_senders_are_listed_in_the_browser_and_nothing_runs(live, browser_factory):
+    # The live fixture's two hostile heartbeats were refused; their senders are on the page.
+    driver = browser_factory().driver
+    driver.get(live.url + "/#refused")
+    time.sleep(0.5)
+    assert_nothing_ran(driver)
+    reasons = [r.get_attribute("data-reason") for r in
+               driver.find_elements(By.CSS_SELECTOR, "#refused-senders tbody tr[data-reason]")]
+    assert sorted(reasons) == ["bad_hostname", "bad_uuid"]
+    text = driver.find_element(By.ID, "refused-senders").text
+    assert "ok.example.org" in text and "hostile-1" in text and "unreadable" in text
+    assert driver.find_element(By.ID, "refused-count").text == "2"
+    assert driver.find_elements(By.CSS_SELECTOR, "#refused script, #refused img") == []
