@@ -110,7 +110,8 @@ class MmdbLocator:
             country_code=(record.get("country") or {}).get("iso_code"),
             country_name=_name(record.get("country")),
             continent=(record.get("continent") or {}).get("code"), time_zone=loc.get("time_zone"),
-            metro_code=_int_or_none(loc.get("metro_code")), postal_code=_str_or_none((record.get("postal") or {}).get("code")),
+            metro_code=_int_or_none(loc.get("metro_code")),
+            postal_code=_str_or_none((record.get("postal") or {}).get("code")),
         )
 
     def close(self) -> None:

@@ -55,7 +55,8 @@ class Shoal:
         self.outline = load_world_outline()
         self.metrics = Metrics(table, status)
 
-    def ranked(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> Tuple[List[Ranked], Optional[str]]:
+    def ranked(self, environ: dict, query: dict, route: str,
+               n_text: Optional[str]) -> Tuple[List[Ranked], Optional[str]]:
         """The caches for the requesting client, and the client's address."""
         verified, upstream = NEAREST_ROUTES[route]
         n = _parse_n(n_text)

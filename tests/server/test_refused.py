@@ -30,7 +30,8 @@ def test_registry_keeps_the_newest_senders_only():
     assert [r.uuid for r in reg.newest()] == ["u9", "u8", "u7"]
     reg.record(Sender("u8", "squid.example.org"), None, "stale", "y", -500.0, NOW + 20)
     latest = reg.newest()[0]
-    assert (latest.uuid, latest.reason, latest.count, latest.offset, latest.first_seen) == ("u8", "stale", 2, -500.0, NOW + 8)
+    assert (latest.uuid, latest.reason, latest.count) == ("u8", "stale", 2)
+    assert (latest.offset, latest.first_seen) == (-500.0, NOW + 8)
 
 
 def test_sender_is_only_what_passes_the_rules():
