@@ -54,6 +54,7 @@ class Shoal:
         self._all_body: Tuple[int, str] = (-1, "")
         self.outline = load_world_outline()
         self.metrics = Metrics(table, status)
+        self._favicon: Optional[bytes] = None
 
     def ranked(self, environ: dict, query: dict, route: str,
                n_text: Optional[str]) -> Tuple[List[Ranked], Optional[str]]:
@@ -109,8 +110,11 @@ class Shoal:
         return "200 OK", content_type, body.decode("utf-8")
 
     def favicon(self) -> Tuple[str, str, bytes]:
-        with open(os.path.join(STATIC_DIR, "favicon.ico"), "rb") as handle:
-            return "200 OK", "image/x-icon", handle.read()
+        """The icon upstream's page linked (/static/img/icons/favicon.ico) and browsers ask for."""
+        if self._favicon is None:
+            with open(os.path.join(STATIC_DIR, "favicon.ico"), "rb") as handle:
+                self._favicon = handle.read()
+        return "200 OK", "image/x-icon", self._favicon
 
     def static(self, name: str) -> Tuple[str, str, str]:
         """A file of the package's static/ folder (the route admits only plain names)."""
