@@ -2,7 +2,7 @@
 
 The file is sourced by a shell and read by every CVMFS mount on the node, so it is only ever
 replaced by an atomic rename of a complete, fsync'ed temp file in the same directory, and only
-when its bytes would change. Overlapping runs serialise on an flock of the directory.
+when its bytes would change. Overlapping runs serialise on an flock of a private lock file.
 """
 import errno
 import fcntl
@@ -110,17 +110,47 @@ def _split_value(rest, number):
     return quote, tail
 
 
-class DirectoryLock(object):
-    """An exclusive flock on a directory, polled until ``timeout`` seconds have passed."""
+class UnsafePath(ConfigFileError):
+    """A path this tool refuses to follow or use (a planted link, a lock file that is not ours)."""
 
-    def __init__(self, directory, timeout, sleep=time.sleep):
-        self.directory = directory
+
+class FileLock(object):
+    """An exclusive flock on a private lock file, polled until ``timeout`` seconds have passed.
+
+    The file is opened without following a symbolic link and must be a regular file owned by us
+    and writable by nobody else: a lock anyone can open is a lock anyone can hold (an unprivileged
+    ``flock -x /etc/cvmfs`` used to stop root's client).
+    """
+
+    def __init__(self, path, timeout, sleep=time.sleep):
+        self.path = path
         self.timeout = timeout
         self.sleep = sleep
         self.fd = None
 
+    def _open(self):
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags | getattr(os, "O_NONBLOCK", 0), 0o600)
+        except (IOError, OSError) as err:
+            if err.errno == errno.ELOOP:
+                raise UnsafePath("lock file %s is a symbolic link; refusing it" % self.path)
+            raise
+        st = os.fstat(fd)
+        problem = None
+        if not stat.S_ISREG(st.st_mode):
+            problem = "is not a regular file"
+        elif st.st_uid != os.geteuid():
+            problem = "belongs to uid %d, not to us (uid %d)" % (st.st_uid, os.geteuid())
+        elif st.st_mode & 0o022:
+            problem = "is writable by others (mode %04o)" % stat.S_IMODE(st.st_mode)
+        if problem:
+            os.close(fd)
+            raise UnsafePath("lock file %s %s; refusing it" % (self.path, problem))
+        return fd
+
     def __enter__(self):
-        fd = os.open(self.directory, os.O_RDONLY)
+        fd = self._open()
         deadline = monotonic() + self.timeout
         while True:
             try:
@@ -132,8 +162,8 @@ class DirectoryLock(object):
                     raise
                 if monotonic() >= deadline:
                     os.close(fd)
-                    raise LockTimeout(errno.EAGAIN, "another shoal-client holds the lock on %s for more "
-                                      "than %g s" % (self.directory, self.timeout))
+                    raise LockTimeout(errno.EAGAIN, "another shoal-client holds the lock %s for more "
+                                      "than %g s" % (self.path, self.timeout))
                 self.sleep(0.1)
         self.fd = fd
         return self
@@ -143,6 +173,58 @@ class DirectoryLock(object):
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the flock
         return False
+
+
+MAX_LINKS = 40  # as the kernel's ELOOP limit
+
+
+def _link_allowed(link_st, dir_st, euid):
+    """The kernel's protected_symlinks rule: in a sticky world-writable directory, follow a link
+    only if it belongs to the follower or to the directory's owner. We apply it to every
+    world-writable directory, sticky or not (there anyone could have replaced the entry)."""
+    if not dir_st.st_mode & stat.S_IWOTH:
+        return True
+    return link_st.st_uid in (euid, dir_st.st_uid)
+
+
+def resolve_path(path, euid=None):
+    """``os.path.realpath`` that refuses links planted in world-writable directories (UnsafePath).
+
+    A missing final component is fine (the file is created); a missing directory raises OSError.
+    """
+    euid = os.geteuid() if euid is None else euid
+    absolute = path if path.startswith(os.sep) else os.path.join(os.getcwd(), path)  # no lexical ".."
+    pending = [p for p in absolute.split(os.sep) if p]
+    resolved, links = os.sep, 0
+    while pending:
+        name = pending.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        candidate = os.path.join(resolved, name)
+        try:
+            st = os.lstat(candidate)
+        except (IOError, OSError) as err:
+            if err.errno == errno.ENOENT and not pending:
+                return candidate
+            raise
+        if not stat.S_ISLNK(st.st_mode):
+            resolved = candidate
+            continue
+        links += 1
+        if links > MAX_LINKS:
+            raise UnsafePath("%s: too many levels of symbolic links" % path)
+        if not _link_allowed(st, os.stat(resolved), euid):
+            raise UnsafePath("%s is a symbolic link owned by uid %d in the world-writable directory %s; "
+                             "refusing to follow it (as the kernel's protected_symlinks does)"
+                             % (candidate, st.st_uid, resolved))
+        target = os.readlink(candidate)
+        if target.startswith(os.sep):
+            resolved = os.sep
+        pending = [p for p in target.split(os.sep) if p] + pending
+    return resolved
 
 
 def temp_prefix(target):
@@ -165,25 +247,36 @@ def remove_stale_temps(target):
 
 
 def read_bytes(path):
-    """The file's bytes and stat result, or (b"", None) when it does not exist."""
+    """The file's bytes and stat result, or (b"", None) when it does not exist; never follows a link."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(), os.fstat(fh.fileno())
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except (IOError, OSError) as err:
         if err.errno == errno.ENOENT:
             return b"", None
+        if err.errno == errno.ELOOP:
+            raise UnsafePath("%s became a symbolic link while we worked; not touching it" % path)
         raise
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath("%s is not a regular file" % path)
+        return fh.read(), st
 
 
-def update_file(path, value, lock_timeout=60.0, before_rename=None, new_file_mode=0o644):
+def update_file(path, value, lock_timeout=60.0, before_rename=None, new_file_mode=0o644, lock_path=None):
     """Set CVMFS_HTTP_PROXY to ``value`` in ``path``; return True if the file was replaced.
 
     ``before_rename(temp_path)`` runs after the temp file is complete and fsync'ed and before the
-    rename (a test hook to simulate a crash there). A symlink is followed and its target replaced.
+    rename (a test hook to simulate a crash there). A symlink is followed and its target replaced,
+    unless it was planted in a world-writable directory (``resolve_path``). ``lock_path`` is the
+    lock file (default: ``.shoal-client.lock`` beside the target, for tests and library use).
     """
-    target = os.path.realpath(path)
+    target = resolve_path(path)
     directory = os.path.dirname(target)
-    with DirectoryLock(directory, lock_timeout):
+    if lock_path is None:
+        lock_path = os.path.join(directory, ".shoal-client.lock")
+    with FileLock(lock_path, lock_timeout):
+        target = resolve_path(path)  # again, under the lock
         remove_stale_temps(target)
         old, st = read_bytes(target)
         new = rewrite(old, value)

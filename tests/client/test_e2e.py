@@ -39,9 +39,9 @@ DEFAULT_LOCAL = (
 PROXY_LINE = 6
 
 # (hostname, public_ip, port, load): the server ranks a client it cannot place (127.0.0.1) by load.
-CACHES = [("squid-a.example.org", "192.0.2.11", 3128, 10.0), ("2001:db8::20", "2001:db8::20", 3129, 20.0),
-          ("", "198.51.100.7", 8080, 30.0), ("squid-d.example.org", "203.0.113.9", 3128, 40.0)]
-URLS = ["http://squid-a.example.org:3128", "http://[2001:db8::20]:3129", "http://198.51.100.7:8080",
+CACHES = [("squid-a.example.org", "142.104.60.11", 3128, 10.0), ("2a00:1450:4001::20", "2a00:1450:4001::20", 3129, 20.0),
+          ("", "206.12.1.7", 8080, 30.0), ("squid-d.example.org", "137.82.1.9", 3128, 40.0)]
+URLS = ["http://squid-a.example.org:3128", "http://[2a00:1450:4001::20]:3129", "http://206.12.1.7:8080",
         "http://squid-d.example.org:3128"]
 VALUE = ";".join(URLS + ["DIRECT"])
 

@@ -43,7 +43,7 @@ REALISTIC_LOCAL = (
 )
 
 
-def record(hostname, port=3128, public_ip="192.0.2.10", load=100.0, **extra):
+def record(hostname, port=3128, public_ip="142.104.60.10", load=100.0, **extra):
     """One cache shaped like shoal_server.render.cache_record."""
     rec = {"hostname": hostname, "squid_port": port, "public_ip": public_ip, "private_ip": "10.0.0.5",
            "external_ip": None, "load": load, "max_load": 122000.0, "distance": 12.5,
