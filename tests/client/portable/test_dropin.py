@@ -1,0 +1,173 @@
+"""Upstream shoal-client's flags and config keys, and the limits of issue 14: deadline, N caches, lock."""
+import json
+import os
+import time
+import unittest
+
+from _helpers import (REALISTIC_LOCAL, DripServer, FakeServer, TempDir, nearest_doc, read_bytes, record, run_main,
+                      write_bytes)
+from shoal_client.cvmfsconf import current_values
+from shoal_client.main import Exit
+
+DOC = nearest_doc(record("squid-b.example.org", 3128), record("squid_05.example.org", 3129),
+                  record(None, 8080, public_ip="142.104.60.44"))
+THREE = "http://squid-b.example.org:3128;http://squid_05.example.org:3129;http://142.104.60.44:8080"
+MANY = nearest_doc(*[record("s%04d.example.org" % i) for i in range(1000)])
+
+
+def body_response(doc):
+    body = json.dumps(doc).encode("ascii")
+    return (b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+
+
+class DropInTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = TempDir()
+        self.dir = self.tmp.__enter__()
+        self.local = os.path.join(self.dir, "default.local")
+        self.lock = os.path.join(self.dir, "shoal-client.lock")
+        write_bytes(self.local, REALISTIC_LOCAL)
+        routes = {"/nearest": (200, json.dumps(DOC), 0), "/nearest/2": (200, json.dumps(nearest_doc(DOC["0"])), 0),
+                  "/nearest/7": (200, json.dumps(DOC), 0), "/many": (200, json.dumps(MANY), 0),
+                  "/many/32": (200, json.dumps(MANY), 0), "/many/3": (200, json.dumps(MANY), 0),
+                  "/nearestconditions": (200, json.dumps(nearest_doc(DOC["1"])), 0),
+                  "/nearestcvmfs": (200, json.dumps(nearest_doc(DOC["2"])), 0)}
+        self.server = FakeServer(routes).__enter__()
+
+    def tearDown(self):
+        self.server.__exit__(None, None, None)
+        self.tmp.__exit__(None, None, None)
+
+    def client(self, *args, **env):
+        return run_main(["--cvmfs-config", self.local, "--lock-file", self.lock] + list(args), **env)
+
+    def conf(self, text):
+        path = os.path.join(self.dir, "shoal_client.conf")
+        write_bytes(path, text.encode("utf-8"))
+        return path
+
+    # --- flags of upstream 1.0.4 and HEAD ------------------------------------------------------------
+    def test_upstream_flags_are_accepted(self):
+        url = self.server.url()
+        self.assertEqual(self.client("-k", "-d", "-s", url), (0, THREE + ";DIRECT\n", ""))
+        self.assertEqual(self.client("--skip-broadcast", "--force-server", "-o", "--dump", "--server", url),
+                         (0, THREE + ";DIRECT\n", ""))
+        for flag in (["--squids", "2"], ["--squids=2"], ["-n2"], ["--caches", "2"]):
+            self.assertEqual(self.client("-d", "-s", url, *flag), (0, "http://squid-b.example.org:3128;DIRECT\n", ""),
+                             flag)
+            self.assertEqual(self.server.requests[-1][0], "/nearest/2")
+
+    def test_bare_host_for_server_means_its_nearest(self):
+        code, out, err = self.client("-d", "-s", "127.0.0.1:%d" % self.server.port)
+        self.assertEqual((code, out), (0, THREE + ";DIRECT\n"), err)
+        self.assertEqual(self.server.requests[-1][0], "/nearest")
+
+    def test_dump_and_frontier_together_print_the_frontier_string(self):
+        code, out, err = self.client("-d", "-f", "-s", self.server.url(),
+                                     environ={"FRONTIER_SERVER": "(serverurl=http://f.example.org:8000/atlr)"})
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out, "(proxyurl=http://squid-b.example.org:3128)(proxyurl=http://squid_05.example.org:3129)"
+                              "(proxyurl=http://142.104.60.44:8080)\n")
+        self.assertEqual(read_bytes(self.local), REALISTIC_LOCAL)
+
+    def test_frontier_merges_into_frontier_server_like_upstream(self):
+        code, out, err = self.client("-f", "-s", self.server.url("/nearestconditions"),
+                                     environ={"FRONTIER_SERVER": "(serverurl=http://PresetServer.ca:3128)"})
+        self.assertEqual((code, out), (0, "(serverurl=http://PresetServer.ca:3128)"
+                                          "(proxyurl=http://squid_05.example.org:3129)\n"), err)
+
+    # --- config keys of upstream HEAD (cvmfs_url, conditions_url, default_cache_proxy) -----------------
+    def test_head_config_keys(self):
+        conf = self.conf("[general]\ncvmfs_url = %s\nconditions_url = %s\n"
+                         "default_cache_proxy = http://site.example.org:3128;DIRECT\n"
+                         % (self.server.url("/nearestcvmfs"), self.server.url("/nearestconditions")))
+        code, out, err = self.client("-c", conf, "-d")
+        self.assertEqual((code, out), (0, "http://142.104.60.44:8080;http://site.example.org:3128;DIRECT\n"))
+        warnings = err.splitlines()
+        self.assertEqual(len(warnings), 2, err)
+        self.assertIn("cvmfs_url is the name upstream shoal-client HEAD (2025) uses; read as shoal_server_url",
+                      warnings[0])
+        self.assertIn("default_cache_proxy", warnings[1])
+        self.assertIn("default_squid_proxy", warnings[1])
+        code, out, err = self.client("-c", conf, "-f", "-q")
+        self.assertEqual((code, out, err), (0, "(proxyurl=http://squid_05.example.org:3129)"
+                                               "(proxyurl=http://site.example.org:3128)\n", ""))
+        self.assertEqual(self.server.requests[-1][0], "/nearestconditions")
+        code, out, err = self.client("-c", conf, "-f", "-q", "-s", self.server.url())  # -s wins, as documented
+        self.assertEqual(self.server.requests[-1][0], "/nearest")
+
+    def test_upstream_1_0_4_sample_config(self):
+        conf = self.conf("#\n# A sample configuration file for shoal client.\n#\n\n[general]\n\n"
+                         "# URL of shoal server rest api to find nearest squid.\n"
+                         "#shoal_server_url = http://localhost:8080/nearestverified\n"
+                         "shoal_server_url = %s\n\n"
+                         "#default_squid_proxy = http://squid.example.com:3128;http://squid.example.org:3128;DIRECT\n"
+                         % self.server.url())
+        self.assertEqual(self.client("-c", conf, "-d"), (0, THREE + ";DIRECT\n", ""))
+
+    def test_misspelt_key_is_still_an_error(self):
+        for text in ("[general]\ndefault_cache_proxies = DIRECT\n", "[general]\ncvmfs_urls = http://x/\n"):
+            code, out, err = self.client("-c", self.conf(text), "-d")
+            self.assertEqual(code, Exit.USAGE, text)
+            self.assertIn("unknown setting", err)
+
+    def test_two_names_for_one_setting_must_agree(self):
+        code, out, err = self.client("-c", self.conf("[general]\nshoal_server_url = http://a/nearest\n"
+                                                     "cvmfs_url = http://b/nearest\n"), "-d")
+        self.assertEqual(code, Exit.USAGE)
+        self.assertIn("contradicts shoal_server_url", err)
+        conf = self.conf("[general]\nshoal_server_url = %s\ncvmfs_url = %s\n" % (self.server.url(), self.server.url()))
+        self.assertEqual(self.client("-c", conf, "-d", "-q"), (0, THREE + ";DIRECT\n", ""))
+
+    # --- issue 14: at most N caches, an overall deadline --------------------------------------------
+    def test_a_thousand_caches_give_at_most_five_or_the_n_asked(self):
+        code, out, err = self.client("-s", self.server.url("/many"), "-q")
+        self.assertEqual(code, 0, err)
+        value = current_values(read_bytes(self.local))[0].decode("ascii")
+        self.assertEqual(value.split(";"), ["http://s%04d.example.org:3128" % i for i in range(5)] + ["DIRECT"])
+        self.assertLess(len(value), 200)
+        self.assertEqual(self.client("-d", "-n", "3", "-s", self.server.url("/many"))[1].count(";"), 3)
+        code, out, err = self.client("-d", "-n", "1000", "-s", self.server.url("/many"))
+        self.assertEqual((code, out.count(";")), (0, 32))
+        self.assertIn("asked for 1000 caches; writing at most 32", err)
+        self.assertEqual(self.server.requests[-1][0], "/many/32")
+
+    def test_dripping_server_is_stopped_by_the_overall_timeout(self):
+        # issue 14: `timeout = 3` ran for 30 s and more against a server sending a byte at a time.
+        for head in (0, len(body_response(DOC)) - 60):  # drip the status line, or only the body
+            with DripServer(body_response(DOC), interval=0.2, head=head) as drip:
+                start = time.time()
+                code, out, err = self.client("-s", drip.url(), "--timeout", "1.5")
+                elapsed = time.time() - start
+            self.assertEqual(code, Exit.TIMEOUT, err)
+            self.assertIn("did not answer in time", err)
+            self.assertTrue(1.4 < elapsed < 3.0, elapsed)
+            self.assertEqual(read_bytes(self.local), REALISTIC_LOCAL)
+
+    def test_a_slow_but_complete_answer_within_the_timeout_is_used(self):
+        with DripServer(body_response(DOC), interval=0.002) as drip:
+            code, out, err = self.client("-d", "-s", drip.url(), "--timeout", "10")
+        self.assertEqual((code, out), (0, THREE + ";DIRECT\n"), err)
+
+    # --- the lock is a private file, not the configuration directory -------------------------------
+    def test_default_lock_file(self):
+        home = os.path.join(self.dir, "home")
+        os.mkdir(home)
+        code, out, err = run_main(["--cvmfs-config", self.local, "-s", self.server.url(), "-q"],
+                                  environ={"HOME": home}, geteuid=lambda: 1000)
+        self.assertEqual((code, err), (0, ""))
+        lock = os.path.join(home, ".shoal", "shoal-client.lock")
+        self.assertTrue(os.path.isfile(lock))
+        self.assertEqual(oct(os.stat(os.path.dirname(lock)).st_mode & 0o777), oct(0o700))
+        self.assertEqual(oct(os.stat(lock).st_mode & 0o777), oct(0o600))
+
+    def test_planted_lock_link_is_refused_with_file_error(self):
+        os.symlink(self.local, self.lock)
+        code, out, err = self.client("-s", self.server.url())
+        self.assertEqual(code, Exit.FILE_ERROR)
+        self.assertIn("symbolic link", err)
+        self.assertEqual(read_bytes(self.local), REALISTIC_LOCAL)
+
+
+if __name__ == "__main__":
+    unittest.main()
