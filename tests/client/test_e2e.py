@@ -83,7 +83,9 @@ class CvmfsFile:
 
 
 def client_config(path, url: str, cvmfs: CvmfsFile, **extra) -> str:
-    return write_ini(str(path), {"general": {"shoal_server_url": url, "cvmfs_config": cvmfs.path, **extra}})
+    lock = os.path.join(os.path.dirname(str(path)), "shoal-client.lock")  # not /run: tests stay in their tmp dir
+    return write_ini(str(path), {"general": {"shoal_server_url": url, "cvmfs_config": cvmfs.path, "lock_file": lock,
+                                             **extra}})
 
 
 def feed(server, publisher) -> dict:
