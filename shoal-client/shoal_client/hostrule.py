@@ -14,20 +14,18 @@ from ._compat import string_types, text_type
 
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
 
-# IPv4 ranges that are not global unicast (the IANA special-purpose registry as Python 3.13's
-# ipaddress reads it, plus multicast): (network, prefix length).
+# IPv4 ranges that are not global unicast (the IANA special-purpose registry, plus multicast):
+# (network, prefix length). Where Python versions' ipaddress tables differ (192.0.0.0/24 vs /29, the
+# anycast exceptions 3.13 added), the stricter reading wins: no cache lives in those ranges.
 _IPV4_NOT_GLOBAL = (
     ("0.0.0.0", 8), ("10.0.0.0", 8), ("100.64.0.0", 10), ("127.0.0.0", 8), ("169.254.0.0", 16),
     ("172.16.0.0", 12), ("192.0.0.0", 24), ("192.0.2.0", 24), ("192.168.0.0", 16), ("198.18.0.0", 15),
     ("198.51.100.0", 24), ("203.0.113.0", 24), ("224.0.0.0", 4), ("240.0.0.0", 4),
 )
-_IPV4_GLOBAL_EXCEPTIONS = (("192.0.0.9", 32), ("192.0.0.10", 32))
 
 # IPv6: only 2000::/3 is global unicast; inside it these are special-purpose and not global.
 _IPV6_GLOBAL_UNICAST = ("2000::", 3)
 _IPV6_NOT_GLOBAL = (("2001::", 23), ("2001:db8::", 32), ("2002::", 16), ("3fff::", 20))
-_IPV6_GLOBAL_EXCEPTIONS = (("2001:1::1", 128), ("2001:1::2", 128), ("2001:3::", 32), ("2001:4:112::", 48),
-                           ("2001:20::", 28), ("2001:30::", 28))
 
 
 def _ascii(text):
@@ -85,8 +83,6 @@ def is_global_ipv4(text):
     if not is_ipv4(text):
         return False
     value = _ipv4_int(text)
-    if any(_in(value, net, bits, _ipv4_int, 32) for net, bits in _IPV4_GLOBAL_EXCEPTIONS):
-        return True
     return not any(_in(value, net, bits, _ipv4_int, 32) for net, bits in _IPV4_NOT_GLOBAL)
 
 
@@ -97,8 +93,6 @@ def is_global_ipv6(text):
     value = _ipv6_int(text)
     if not _in(value, _IPV6_GLOBAL_UNICAST[0], _IPV6_GLOBAL_UNICAST[1], _ipv6_int, 128):
         return False
-    if any(_in(value, net, bits, _ipv6_int, 128) for net, bits in _IPV6_GLOBAL_EXCEPTIONS):
-        return True
     return not any(_in(value, net, bits, _ipv6_int, 128) for net, bits in _IPV6_NOT_GLOBAL)
 
 

@@ -9,7 +9,7 @@ from shoal_client.proxies import (InvalidProxy, InvalidResponse, NoCaches, cache
 # The shared host-name rule (docs/security.md): DNS names with "_", global unicast IP literals only.
 GOOD_NAMES = ["squid.example.org", "a", "a-b.c", "xn--bcher-kva.example", "142.104.60.1", "8.8.8.8",
               "2a00:1450:4001::1", "2606:4700:4700::1111", "SQUID1.Example.ORG", "1a.example", "a" * 63 + ".org",
-              "squid_05.example.org", "_srv.example.org", "a_", "192.0.0.9", "2001:4:112::1", "a." * 125 + "abc"]
+              "squid_05.example.org", "_srv.example.org", "a_", "a." * 125 + "abc"]
 BAD_NAMES = ["", " ", "squid example.org", "-squid.org", "squid-.org", "a..b", ".a", "256.1.1.1",
              "1.2.3", "01.2.3.4", "1.2.3.4.5", "fe80::1%eth0", "[2001:db8::1]", "2001:db8::1::2", "squid.org;rm",
              "squid.org\n", "squid.org:3128", "h\u00e9.org", "a" * 64 + ".org", ("a." * 127) + "ab", "$(reboot)",
@@ -20,7 +20,8 @@ BAD_NAMES = ["", " ", "squid example.org", "-squid.org", "squid-.org", "a..b", "
              "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.1.1", "100.64.0.1",
              "192.0.2.1", "198.51.100.7", "203.0.113.9", "198.18.0.1", "192.0.0.1", "0.1.2.3",
              "::", "::1", "::ffff:142.104.60.1", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "2001:db8::1",
-             "2002:c000:201::1", "2001::1", "3fff::1", "fec0::1", "4000::1", "64:ff9b:1::1", "100::1"]
+             "2002:c000:201::1", "2001::1", "3fff::1", "fec0::1", "4000::1", "64:ff9b:1::1", "100::1",
+             "192.0.0.9", "2001:4:112::1", "2001:20::1"]
 
 
 class HostPortTest(unittest.TestCase):
