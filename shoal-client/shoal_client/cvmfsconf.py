@@ -12,11 +12,13 @@ import stat
 import tempfile
 import time
 
+from . import shellscan
 from ._compat import monotonic
 
 KEY = b"CVMFS_HTTP_PROXY"
 TEMP_SUFFIX = ".shoal-tmp"
-_ASSIGNMENT = re.compile(br"^([ \t]*(?:export[ \t]+)?CVMFS_HTTP_PROXY=)(.*)$", re.S)
+_TAIL = re.compile(br"[ \t]*(?:#[^\n]*)?\Z")
+_UNQUOTED_PROXY_TAIL = re.compile(br"(?:[;|][A-Za-z0-9_.:/\[\]@%+=,-]+)+")
 _UNSAFE_VALUE_CHARS = set(" \t\r\n\"'\\$`#")
 
 
@@ -29,42 +31,119 @@ class LockTimeout(OSError):
 
 
 def rewrite(content, value):
-    """Return ``content`` (bytes) with every CVMFS_HTTP_PROXY assignment set to ``value``.
+    """Return ``content`` (bytes) with every top-level CVMFS_HTTP_PROXY assignment set to ``value``.
 
-    Every other byte is kept. Without an assignment, one is appended. The existing quote style is
-    kept when it is single quotes; otherwise the value is double-quoted (it contains ``;``).
+    The file is read as /bin/sh reads it (``shellscan``), because CVMFS sources it: only
+    assignments that start a line at the top level are edited, their ``export``/``readonly``/
+    ``eval`` prefix kept; text inside quotes, here-documents and other variables' multi-line
+    strings is data and stays. Every other byte is kept. Without an assignment, one is appended.
+    A single-quoted value stays single-quoted; otherwise the value is double-quoted (it contains
+    ``;``). The old value is replaced whatever parameter expansions (``$VAR``, ``${VAR}``,
+    quoted or not) it used. ConfigFileError when no edit can be safe: an assignment inside a
+    compound command (if/case/loop/function/braces/subshell) or after another command on its
+    line, a value with command substitution or continued on the next line, an ``eval`` that
+    builds the assignment, a ``readonly`` before an assignment, or a file /bin/sh cannot read.
     """
     encoded = _encode_value(value)
-    lines = content.splitlines(True)
-    out = []
-    found = False
-    for number, line in enumerate(lines, 1):
-        body, eol = _split_eol(line)
-        match = _ASSIGNMENT.match(body)
-        if match is None:
-            out.append(line)
+    try:
+        found, opaque = shellscan.assignments(content, KEY)
+    except shellscan.ShellSyntaxError as err:
+        raise ConfigFileError("not a file /bin/sh reads to its end (%s); fix it first" % err)
+    if opaque:
+        raise ConfigFileError("line %d: eval builds the CVMFS_HTTP_PROXY assignment; shoal-client cannot "
+                              "edit it safely (write it as a plain CVMFS_HTTP_PROXY=... line)" % opaque[0])
+    edits, readonly_line = [], None
+    for assignment in found:
+        if assignment.nested:
+            raise ConfigFileError(
+                "line %d: CVMFS_HTTP_PROXY is set inside a compound command (if/case/loop/function/{ }/( )); "
+                "shoal-client edits only top-level assignments and will not guess which branch applies: "
+                "move it out of the compound command" % assignment.line)
+        if assignment.bare:
+            if assignment.prefix == b"readonly":
+                readonly_line = readonly_line or assignment.line
             continue
-        found = True
-        prefix, rest = match.group(1), match.group(2)
-        quote, tail = _split_value(rest, number)
-        out.append(prefix + quote + encoded + quote + tail + eol)
-    if not found:
-        eol = b"\r\n" if b"\r\n" in content else b"\n"
-        if content and not content.endswith((b"\n", b"\r")):
-            out.append(eol)
-        out.append(KEY + b'="' + encoded + b'"' + eol)
+        if readonly_line is not None:
+            raise ConfigFileError("line %d: CVMFS_HTTP_PROXY is assigned after `readonly` on line %d; /bin/sh "
+                                  "aborts there and CVMFS reads every setting of the file as empty: fix the file"
+                                  % (assignment.line, readonly_line))
+        if not assignment.first_on_line:
+            raise ConfigFileError("line %d: CVMFS_HTTP_PROXY is assigned after another command on the same line; "
+                                  "put it on a line of its own" % assignment.line)
+        if assignment.has_substitution:
+            raise ConfigFileError("line %d: the CVMFS_HTTP_PROXY value runs a command ($(...) or `...`); "
+                                  "shoal-client does not rewrite it" % assignment.line)
+        if assignment.spans_lines:
+            raise ConfigFileError("line %d: the CVMFS_HTTP_PROXY value is continued on the next line; "
+                                  "shoal-client does not rewrite it" % assignment.line)
+        if assignment.prefix == b"readonly":
+            readonly_line = assignment.line
+        edits.append(_edit(content, assignment, encoded))
+    if not edits:
+        if readonly_line is not None:
+            raise ConfigFileError("line %d: CVMFS_HTTP_PROXY is readonly without a value; an added assignment "
+                                  "would abort /bin/sh" % readonly_line)
+        return content + _appended(content, encoded)
+    out, pos = [], 0
+    for start, end, replacement in edits:
+        out.append(content[pos:start])
+        out.append(replacement)
+        pos = end
+    out.append(content[pos:])
     return b"".join(out)
 
 
+def _edit(content, assignment, encoded):
+    """(start, end, new bytes) replacing the value word and, on a CRLF line, keeping the CR out of it."""
+    start, end = assignment.value_start, assignment.value_end
+    line_end = content.find(b"\n", end)
+    line_end = len(content) if line_end < 0 else line_end
+    if end == line_end and content[end - 1:end] == b"\r" and end > start:
+        end -= 1  # the shell glued the CR of a CRLF line to the word
+    glued = _UNQUOTED_PROXY_TAIL.match(content, end, line_end)
+    if glued and glued.end() > end and content[start:end].strip(b"\r") and b'"' not in content[start:end] \
+            and b"'" not in content[start:end]:
+        # an unquoted proxy string: /bin/sh ran "DIRECT" (or a pipe) as a command; the site meant one value
+        end = glued.end()
+    tail = content[end:line_end]
+    crlf = tail.endswith(b"\r")
+    core = tail[:-1] if crlf else tail
+    if not _TAIL.match(core):
+        raise ConfigFileError("line %d: unexpected text after the CVMFS_HTTP_PROXY value" % assignment.line)
+    old = content[start:end]
+    if assignment.prefix == b"eval":  # eval parses the value again: quote it twice
+        word = b"\"'" + encoded + b"'\""
+    elif len(old) >= 2 and old[:1] == b"'" and old[-1:] == b"'" and old.count(b"'") == 2:
+        word = b"'" + encoded + b"'"
+    else:
+        word = b'"' + encoded + b'"'
+    if crlf and b"#" not in core:
+        # /bin/sh would read the CR as part of the value (CVMFS then sees "DIRECT\r"); a comment
+        # swallows it and keeps the line's CRLF for the editors that wrote it.
+        return start, line_end, word + core + b" #\r"
+    return start, end, word
+
+
+def _appended(content, encoded):
+    eol = b"\r\n" if b"\r\n" in content else b"\n"
+    line = KEY + b'="' + encoded + b'"' + (b" #" if eol == b"\r\n" else b"") + eol
+    if content and not content.endswith(b"\n"):
+        return eol + line
+    return line
+
+
 def current_values(content):
-    """The values (quotes removed) of the CVMFS_HTTP_PROXY assignments in ``content``."""
+    """The values /bin/sh gives the top-level CVMFS_HTTP_PROXY assignments (quotes removed)."""
     values = []
-    for number, line in enumerate(content.splitlines(), 1):
-        match = _ASSIGNMENT.match(line)
-        if match:
-            rest = match.group(2)
-            value = rest[:len(rest) - len(_split_value(rest, number)[1])]
-            values.append(value[1:-1] if value[:1] in (b'"', b"'") else value)
+    found, _ = shellscan.assignments(content, KEY)
+    for assignment in found:
+        if assignment.bare or assignment.nested:
+            continue
+        word = content[assignment.value_start:assignment.value_end].rstrip(b"\r")
+        for _ in range(2 if assignment.prefix == b"eval" else 1):
+            if len(word) >= 2 and word[:1] in (b'"', b"'") and word[-1:] == word[:1]:
+                word = word[1:-1]
+        values.append(word)
     return values
 
 
@@ -72,42 +151,6 @@ def _encode_value(value):
     if not value or any(c in _UNSAFE_VALUE_CHARS for c in value):
         raise ValueError("refusing to write proxy value %r" % (value,))
     return value.encode("ascii")
-
-
-def _split_eol(line):
-    for eol in (b"\r\n", b"\n", b"\r"):
-        if line.endswith(eol):
-            return line[:-len(eol)], eol
-    return line, b""
-
-
-def _split_value(rest, number):
-    """Return (quote to use, bytes after the old value) for the text after ``CVMFS_HTTP_PROXY=``."""
-    first = rest[:1]
-    if first == b"'":
-        end = rest.find(b"'", 1)
-        if end < 0:
-            raise ConfigFileError("line %d: unterminated ' quote in CVMFS_HTTP_PROXY" % number)
-        quote, end = b"'", end + 1
-    elif first == b'"':
-        end = 1
-        while end < len(rest) and rest[end:end + 1] != b'"':
-            end += 2 if rest[end:end + 1] == b"\\" else 1
-        if end >= len(rest):
-            raise ConfigFileError('line %d: unterminated " quote in CVMFS_HTTP_PROXY' % number)
-        quote, end = b'"', end + 1
-    else:
-        end = 0
-        while end < len(rest) and rest[end:end + 1] not in (b" ", b"\t"):
-            if rest[end:end + 1] in (b'"', b"'", b"\\", b"`", b"$"):
-                raise ConfigFileError("line %d: CVMFS_HTTP_PROXY value uses shell syntax this tool "
-                                      "does not rewrite" % number)
-            end += 1
-        quote = b'"'
-    tail = rest[end:]
-    if tail and tail[:1] not in (b" ", b"\t"):
-        raise ConfigFileError("line %d: unexpected text after the CVMFS_HTTP_PROXY value" % number)
-    return quote, tail
 
 
 class UnsafePath(ConfigFileError):

@@ -36,9 +36,12 @@ class RewriteTest(unittest.TestCase):
         self.assertEqual(rewrite(b"", VALUE), LINE + b"\n")
 
     def test_crlf_file(self):
+        # /bin/sh keeps the CR in the value ("DIRECT\r"): a comment after the value swallows it
         self.assertEqual(rewrite(b"A=1\r\nCVMFS_HTTP_PROXY=DIRECT\r\nB=2\r\n", VALUE),
-                         b"A=1\r\n" + LINE + b"\r\nB=2\r\n")
-        self.assertEqual(rewrite(b"A=1\r\n", VALUE), b"A=1\r\n" + LINE + b"\r\n")
+                         b"A=1\r\n" + LINE + b" #\r\nB=2\r\n")
+        self.assertEqual(rewrite(b"A=1\r\n", VALUE), b"A=1\r\n" + LINE + b" #\r\n")
+        self.assertEqual(rewrite(b"CVMFS_HTTP_PROXY='x' # site\r\n", VALUE),
+                         b"CVMFS_HTTP_PROXY='" + VALUE.encode() + b"' # site\r\n")
 
     def test_styles(self):
         for old, new in (
@@ -70,7 +73,7 @@ class RewriteTest(unittest.TestCase):
         self.assertEqual(rewrite(once, VALUE), once)
 
     def test_refuses_what_it_cannot_parse(self):
-        for text in (b"CVMFS_HTTP_PROXY=\"a;\nb\"\n", b"CVMFS_HTTP_PROXY='a\n", b"CVMFS_HTTP_PROXY=\"a\"b\n",
+        for text in (b"CVMFS_HTTP_PROXY=\"a;\nb\"\n", b"CVMFS_HTTP_PROXY='a\n", b"CVMFS_HTTP_PROXY=\"a\";b\n",
                      b"CVMFS_HTTP_PROXY=$(cat /x)\n", b"CVMFS_HTTP_PROXY=\"a\";echo\n",
                      b"CVMFS_HTTP_PROXY=\"a\\\"\n"):
             self.assertRaises(ConfigFileError, rewrite, text, VALUE)

@@ -132,7 +132,7 @@ class MainTest(unittest.TestCase):
         write_bytes(self.local, b"CVMFS_HTTP_PROXY=\"a;\nb\"\n")
         code, out, err = self.client("-s", self.server.url())
         self.assertEqual(code, Exit.FILE_ERROR)
-        self.assertIn("unterminated", err)
+        self.assertIn("continued on the next line", err)
         self.assertEqual(read_bytes(self.local), b"CVMFS_HTTP_PROXY=\"a;\nb\"\n")
 
     def test_unwritable_directory(self):
