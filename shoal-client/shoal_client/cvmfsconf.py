@@ -128,7 +128,7 @@ def _appended(content, encoded):
     eol = b"\r\n" if b"\r\n" in content else b"\n"
     line = KEY + b'="' + encoded + b'"' + (b" #" if eol == b"\r\n" else b"") + eol
     if content and not content.endswith(b"\n"):
-        return eol + line
+        return b"\n" + line  # no CR: it would become part of the last line's value
     return line
 
 
