@@ -3,8 +3,8 @@
 Every name and port that ends up in ``default.local`` passes ``cache_url`` first, because that file
 is sourced by a shell: an unchecked name could break CVMFS for every worker of a site.
 """
-from ._compat import integer_types, string_types, text_type, urlsplit, urlunsplit
-from .hostrule import is_ipv4, is_ipv6, is_proxy_host, is_served_host  # noqa: F401
+from ._compat import integer_types, string_types, urlsplit, urlunsplit
+from .hostrule import is_ipv4, is_ipv6, is_proxy_host, is_served_host
 
 DEFAULT_CACHES = 5  # written when the number is not asked for (the server's own default)
 MAX_CACHES = 32  # never more: CVMFS tries them in order, a longer line only delays DIRECT/fallback
@@ -209,14 +209,6 @@ def check_server_url(url):
     except ValueError:
         raise ValueError("%r has an invalid port" % (url,))
     return url
-
-
-def _ascii(text):
-    try:
-        text.encode("ascii") if isinstance(text, text_type) else text.decode("ascii")
-    except (UnicodeError, AttributeError):
-        return False
-    return True
 
 
 def _ascii_digits(text):
