@@ -9,6 +9,7 @@ import fcntl
 import os
 import re
 import stat
+import subprocess
 import tempfile
 import time
 
@@ -50,8 +51,9 @@ def rewrite(content, value):
     except shellscan.ShellSyntaxError as err:
         raise ConfigFileError("not a file /bin/sh reads to its end (%s); fix it first" % err)
     if opaque:
-        raise ConfigFileError("line %d: eval builds the CVMFS_HTTP_PROXY assignment; shoal-client cannot "
-                              "edit it safely (write it as a plain CVMFS_HTTP_PROXY=... line)" % opaque[0])
+        raise ConfigFileError("line %d: export/readonly/eval builds the CVMFS_HTTP_PROXY assignment from "
+                              "quoted or expanded text; shoal-client cannot edit it safely (write it as a plain "
+                              "CVMFS_HTTP_PROXY=... line)" % opaque[0])
     edits, readonly_line = [], None
     for assignment in found:
         if assignment.nested:
@@ -83,6 +85,9 @@ def rewrite(content, value):
         if readonly_line is not None:
             raise ConfigFileError("line %d: CVMFS_HTTP_PROXY is readonly without a value; an added assignment "
                                   "would abort /bin/sh" % readonly_line)
+        if content.endswith(b"\\") and not content.endswith(b"\\\\"):
+            raise ConfigFileError("the file ends with a backslash and no newline; anything added after it would "
+                                  "change the last line: end the file with a newline")
         return content + _appended(content, encoded)
     out, pos = [], 0
     for start, end, replacement in edits:
@@ -102,7 +107,7 @@ def _edit(content, assignment, encoded):
         end -= 1  # the shell glued the CR of a CRLF line to the word
     glued = _UNQUOTED_PROXY_TAIL.match(content, end, line_end)
     if glued and glued.end() > end and content[start:end].strip(b"\r") and b'"' not in content[start:end] \
-            and b"'" not in content[start:end]:
+            and b"'" not in content[start:end] and content[glued.end():glued.end() + 1] in (b"", b" ", b"\t", b"\r", b"\n"):
         # an unquoted proxy string: /bin/sh ran "DIRECT" (or a pipe) as a command; the site meant one value
         end = glued.end()
     tail = content[end:line_end]
@@ -127,9 +132,23 @@ def _edit(content, assignment, encoded):
 def _appended(content, encoded):
     eol = b"\r\n" if b"\r\n" in content else b"\n"
     line = KEY + b'="' + encoded + b'"' + (b" #" if eol == b"\r\n" else b"") + eol
+    sep = b""
     if content and not content.endswith(b"\n"):
-        return b"\n" + line  # no CR: it would become part of the last line's value
-    return line
+        sep = b"\n"  # no CR: it would become part of the last line's value
+    if content.endswith((b"\\", b"\\\n")):
+        sep += b"\n"  # a backslash-newline would continue the last line into ours
+    return sep + line
+
+
+def shell_syntax_error(data, sh="/bin/sh"):
+    """What ``sh -n`` (parse, run nothing) says about ``data``, or None if it parses (or there is no sh)."""
+    if not os.access(sh, os.X_OK):
+        return None
+    proc = subprocess.Popen([sh, "-n"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = proc.communicate(data)
+    if proc.returncode == 0:
+        return None
+    return err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["exit status %d" % proc.returncode]
 
 
 def current_values(content):
@@ -325,8 +344,20 @@ def update_file(path, value, lock_timeout=60.0, before_rename=None, new_file_mod
         new = rewrite(old, value)
         if st is not None and new == old:
             return False
+        _check_syntax(old, new)
         _replace(target, new, st, new_file_mode, before_rename)
     return True
+
+
+def _check_syntax(old, new):
+    """Refuse to write a file /bin/sh cannot parse (CVMFS would then read none of its settings)."""
+    problem = shell_syntax_error(new)
+    if problem is None:
+        return
+    if shell_syntax_error(old) is not None:
+        raise ConfigFileError("/bin/sh cannot parse this file (%s), so CVMFS reads none of its settings; "
+                              "fix it first" % problem[0])
+    raise ConfigFileError("the edited file would not parse in /bin/sh (%s); not writing it" % problem[0])
 
 
 def _replace(target, data, st, new_file_mode, before_rename):

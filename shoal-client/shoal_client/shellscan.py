@@ -50,7 +50,7 @@ class Scanner(object):
     def __init__(self, data, watch=None):
         self.data = data
         self.watch = watch          # a name whose appearance in an eval argument is reported
-        self.opaque = []            # lines where ``watch`` is assigned in a way we cannot edit (eval "...")
+        self.opaque = []            # lines where export/readonly/eval may set ``watch`` in a way we cannot edit
         self.pos = 0
         self.line = 1
         self.stack = []            # open compound commands: b"if", b"case", b"loop", b"{", b"("
@@ -349,7 +349,7 @@ class Scanner(object):
         """An argument of export/readonly/eval: ``NAME=value`` or a bare ``NAME``."""
         prefix, prefix_start, first = declaration
         match = _NAME.match(word)
-        if prefix == b"eval" and self.watch and self.watch in word and not (
+        if self.watch and self.watch in word and not (
                 match and match.group(0) == self.watch and word[match.end():match.end() + 1] == b"="):
             self.opaque.append(line)
         if not match:
@@ -359,8 +359,9 @@ class Scanner(object):
             self.assignments.append(Assignment(name, line, prefix_start, start + match.end() + 1, start + len(word),
                                                prefix, bool(self.stack), first, subst, spans))
         elif match.end() == len(word) and prefix != b"eval":
-            self.assignments.append(Assignment(name, line, prefix_start, None, None, prefix, bool(self.stack),
-                                               first, False, False, bare=True))
+            if not (match.group(0) == self.watch and prefix == b"export"):  # "export NAME" changes no value
+                self.assignments.append(Assignment(name, line, prefix_start, None, None, prefix, bool(self.stack),
+                                                   first, False, False, bare=True))
 
 
 def assignments(data, name):

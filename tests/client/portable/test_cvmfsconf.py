@@ -164,6 +164,18 @@ class UpdateFileTest(unittest.TestCase):
         raises_with(self, ConfigFileError, "unterminated", update_file, self.path, VALUE, lock_path=self.lock)
         self.assertEqual(read_bytes(self.path), b"CVMFS_HTTP_PROXY=\"unterminated\n")
 
+    @unittest.skipUnless(os.access("/bin/sh", os.X_OK), "needs /bin/sh")
+    def test_file_sh_cannot_parse_is_refused(self):
+        write_bytes(self.path, b"if true; then\nCVMFS_QUOTA_LIMIT=1\n")  # no fi
+        raises_with(self, ConfigFileError, "unterminated if", update_file, self.path, VALUE, lock_path=self.lock)
+        write_bytes(self.path, b"X=1\nx) y\n")  # a lexer sees words; /bin/sh -n sees a syntax error
+        raises_with(self, ConfigFileError, "/bin/sh cannot parse this file", update_file, self.path, VALUE,
+                    lock_path=self.lock)
+        self.assertEqual(read_bytes(self.path), b"X=1\nx) y\n")
+        write_bytes(self.path, b"X=\\")
+        raises_with(self, ConfigFileError, "ends with a backslash", update_file, self.path, VALUE,
+                    lock_path=self.lock)
+
     def test_missing_directory(self):
         self.assertRaises(OSError, update_file, os.path.join(self.dir, "nope", "default.local"), VALUE)
 

