@@ -197,7 +197,7 @@ class FileLock(object):
         except (IOError, OSError) as err:
             if err.errno == errno.ELOOP:
                 raise UnsafePath("lock file %s is a symbolic link; refusing it" % self.path)
-            raise
+            raise ConfigFileError("cannot open the lock file %s: %s (see lock_file)" % (self.path, err.strerror))
         st = os.fstat(fd)
         problem = None
         if not stat.S_ISREG(st.st_mode):

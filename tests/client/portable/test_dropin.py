@@ -161,6 +161,12 @@ class DropInTest(unittest.TestCase):
         self.assertEqual(oct(os.stat(os.path.dirname(lock)).st_mode & 0o777), oct(0o700))
         self.assertEqual(oct(os.stat(lock).st_mode & 0o777), oct(0o600))
 
+    def test_lock_file_in_a_missing_directory_names_the_lock(self):
+        code, out, err = run_main(["--cvmfs-config", self.local, "--lock-file", os.path.join(self.dir, "no", "l"),
+                                   "-s", self.server.url()])
+        self.assertEqual(code, Exit.FILE_ERROR)
+        self.assertIn("cannot open the lock file", err)
+
     def test_planted_lock_link_is_refused_with_file_error(self):
         os.symlink(self.local, self.lock)
         code, out, err = self.client("-s", self.server.url())
