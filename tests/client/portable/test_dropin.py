@@ -1,6 +1,8 @@
 """Upstream shoal-client's flags and config keys, and the limits of issue 14: deadline, N caches, lock."""
 import json
 import os
+import subprocess
+import sys
 import time
 import unittest
 
@@ -120,14 +122,18 @@ class DropInTest(unittest.TestCase):
         self.assertEqual(self.client("-c", conf, "-d", "-q"), (0, THREE + ";DIRECT\n", ""))
 
     # --- issue 14: at most N caches, an overall deadline --------------------------------------------
+    # These use only options the client had before (so they fail on it for what they test, not for an
+    # unknown flag): -d writes nothing and takes no lock.
     def test_a_thousand_caches_give_at_most_five_or_the_n_asked(self):
-        code, out, err = self.client("-s", self.server.url("/many"), "-q")
+        code, out, err = run_main(["-d", "-s", self.server.url("/many")])
         self.assertEqual(code, 0, err)
+        self.assertEqual(out.strip().split(";"), ["http://s%04d.example.org:3128" % i for i in range(5)] + ["DIRECT"])
+        self.assertLess(len(out), 200)  # was 28 KB: all 1,000 written
+        code, out, err = self.client("-s", self.server.url("/many"), "-q")
         value = current_values(read_bytes(self.local))[0].decode("ascii")
         self.assertEqual(value.split(";"), ["http://s%04d.example.org:3128" % i for i in range(5)] + ["DIRECT"])
-        self.assertLess(len(value), 200)
-        self.assertEqual(self.client("-d", "-n", "3", "-s", self.server.url("/many"))[1].count(";"), 3)
-        code, out, err = self.client("-d", "-n", "1000", "-s", self.server.url("/many"))
+        self.assertEqual(run_main(["-d", "-n", "3", "-s", self.server.url("/many")])[1].count(";"), 3)
+        code, out, err = run_main(["-d", "-n", "1000", "-s", self.server.url("/many")])
         self.assertEqual((code, out.count(";")), (0, 32))
         self.assertIn("asked for 1000 caches; writing at most 32", err)
         self.assertEqual(self.server.requests[-1][0], "/many/32")
@@ -137,17 +143,57 @@ class DropInTest(unittest.TestCase):
         for head in (0, len(body_response(DOC)) - 60):  # drip the status line, or only the body
             with DripServer(body_response(DOC), interval=0.2, head=head) as drip:
                 start = time.time()
-                code, out, err = self.client("-s", drip.url(), "--timeout", "1.5")
+                code, out, err = run_main(["-d", "-s", drip.url(), "--timeout", "1.5"])
                 elapsed = time.time() - start
             self.assertEqual(code, Exit.TIMEOUT, err)
             self.assertIn("did not answer in time", err)
             self.assertTrue(1.4 < elapsed < 3.0, elapsed)
-            self.assertEqual(read_bytes(self.local), REALISTIC_LOCAL)
+        with DripServer(body_response(DOC), interval=0.2) as drip:  # and a run that would write
+            code, out, err = self.client("-s", drip.url(), "--timeout", "1")
+        self.assertEqual(code, Exit.TIMEOUT, err)
+        self.assertEqual(read_bytes(self.local), REALISTIC_LOCAL)
 
     def test_a_slow_but_complete_answer_within_the_timeout_is_used(self):
         with DripServer(body_response(DOC), interval=0.002) as drip:
-            code, out, err = self.client("-d", "-s", drip.url(), "--timeout", "10")
+            code, out, err = run_main(["-d", "-s", drip.url(), "--timeout", "10"])
         self.assertEqual((code, out), (0, THREE + ";DIRECT\n"), err)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (the default lock, another user's flock and links)")
+    def test_default_lock_is_not_the_config_directory(self):
+        # issue 14: an unprivileged `flock -x /etc/cvmfs` made root's client exit 9 while it was held.
+        conf = self.conf("[general]\nlock_timeout = 2\n")
+        os.chmod(self.dir, 0o755)
+        code = ("import fcntl, os, sys, time\nos.setgid(65534); os.setuid(65534)\n"
+                "fd = os.open(sys.argv[1], os.O_RDONLY)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "sys.stdout.write('locked\\n'); sys.stdout.flush(); time.sleep(30)\n")
+        holder = subprocess.Popen([sys.executable, "-c", code, self.dir], stdout=subprocess.PIPE)
+        try:
+            self.assertEqual(holder.stdout.readline().strip(), b"locked")
+            result = run_main(["-c", conf, "--cvmfs-config", self.local, "-s", self.server.url(), "-q"])
+        finally:
+            holder.kill()
+            holder.wait()
+            holder.stdout.close()
+        self.assertEqual(result, (0, "", ""))
+        self.assertEqual(current_values(read_bytes(self.local)), [(THREE + ";DIRECT").encode("ascii")])
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (links owned by another user)")
+    def test_link_planted_in_a_sticky_directory_is_not_followed(self):
+        # issue 14: `cvmfs_config` through a symlink planted in a world-writable directory was followed.
+        shared = os.path.join(self.dir, "tmp")
+        os.mkdir(shared)
+        os.chmod(shared, 0o1777)
+        victim = os.path.join(self.dir, "root-only")
+        write_bytes(victim, b"secret\n")
+        os.chmod(victim, 0o600)
+        link = os.path.join(shared, "default.local")
+        os.symlink(victim, link)
+        os.lchown(link, 65534, 65534)
+        conf = self.conf("[general]\nlock_timeout = 2\ncvmfs_config = %s\n" % link)
+        code, out, err = run_main(["-c", conf, "-s", self.server.url()])
+        self.assertEqual(code, Exit.FILE_ERROR, err)
+        self.assertIn("protected_symlinks", err)
+        self.assertEqual(read_bytes(victim), b"secret\n")
 
     # --- the lock is a private file, not the configuration directory -------------------------------
     def test_default_lock_file(self):
