@@ -13,6 +13,10 @@ import struct
 from ._compat import string_types, text_type
 
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
+# Names every host resolves to itself (what gethostname() says on an unconfigured VM, RFC 6761):
+# as dangerous as 127.0.0.1 -- any local user listening on the port would become the proxy.
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "localhost4", "localhost4.localdomain4", "localhost6",
+                  "localhost6.localdomain6", "ip6-localhost", "ip6-loopback")
 
 # IPv4 ranges that are not global unicast (the IANA special-purpose registry, plus multicast):
 # (network, prefix length). Where Python versions' ipaddress tables differ (192.0.0.0/24 vs /29, the
@@ -104,15 +108,21 @@ def is_dns_name(name):
     return all(_LABEL.match(label) for label in labels) and not _digits(labels[-1])
 
 
+def is_loopback_name(name):
+    """True for ``localhost`` and its kin, and any name under ``.localhost``."""
+    lower = name.lower()
+    return lower in LOOPBACK_NAMES or lower.endswith(".localhost")
+
+
 def is_served_host(name):
-    """True for a host name the server may serve: a DNS name or a global unicast IP literal."""
+    """True for a host name the server may serve: a DNS name (not a loopback name) or a global unicast IP literal."""
     if not _ascii(name) or not name:
         return False
     if is_ipv4(name):
         return is_global_ipv4(name)
     if ":" in name:
         return is_global_ipv6(name)
-    return is_dns_name(name)
+    return is_dns_name(name) and not is_loopback_name(name)
 
 
 def is_proxy_host(name):

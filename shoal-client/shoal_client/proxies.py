@@ -4,7 +4,7 @@ Every name and port that ends up in ``default.local`` passes ``cache_url`` first
 is sourced by a shell: an unchecked name could break CVMFS for every worker of a site.
 """
 from ._compat import integer_types, string_types, urlsplit, urlunsplit
-from .hostrule import is_ipv4, is_ipv6, is_proxy_host, is_served_host
+from .hostrule import is_ipv4, is_ipv6, is_loopback_name, is_proxy_host, is_served_host
 
 DEFAULT_CACHES = 5  # written when the number is not asked for (the server's own default)
 MAX_CACHES = 32  # never more: CVMFS tries them in order, a longer line only delays DIRECT/fallback
@@ -56,6 +56,8 @@ def cache_url(record):
     if not is_hostname(host):
         if is_ipv4(host) or is_ipv6(host):
             raise ValueError("refusing %r: not a global unicast address" % (host,))
+        if is_loopback_name(host):
+            raise ValueError("refusing %r: a name for this host itself" % (host,))
         raise ValueError("invalid host name %r" % (host,))
     port_value = record.get("squid_port", record.get("cache_port"))
     port = parse_port(port_value)

@@ -21,7 +21,9 @@ BAD_NAMES = ["", " ", "squid example.org", "-squid.org", "squid-.org", "a..b", "
              "192.0.2.1", "198.51.100.7", "203.0.113.9", "198.18.0.1", "192.0.0.1", "0.1.2.3",
              "::", "::1", "::ffff:142.104.60.1", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "2001:db8::1",
              "2002:c000:201::1", "2001::1", "3fff::1", "fec0::1", "4000::1", "64:ff9b:1::1", "100::1",
-             "192.0.0.9", "2001:4:112::1", "2001:20::1"]
+             "192.0.0.9", "2001:4:112::1", "2001:20::1",
+             # names for the host itself
+             "localhost", "LOCALHOST", "localhost.localdomain", "ip6-localhost", "localhost6", "x.localhost"]
 
 
 class HostPortTest(unittest.TestCase):
@@ -158,10 +160,12 @@ class LimitTest(unittest.TestCase):
 
     def test_refused_addresses_are_skipped_not_written(self):
         doc = nearest_doc(record("127.0.0.1"), record("::"), record("0.0.0.0"), record("", public_ip="10.0.0.1"),
-                          record("255.255.255.255"), record("240.0.0.1"), record("squid_05.example.org"))
+                          record("255.255.255.255"), record("240.0.0.1"), record("localhost"),
+                          record("squid_05.example.org"))
         urls, warnings = cache_urls(doc)
         self.assertEqual(urls, ["http://squid_05.example.org:3128"])
-        self.assertEqual(len(warnings), 6)
+        self.assertEqual(len(warnings), 7)
+        self.assertIn("refusing 'localhost': a name for this host itself", warnings[6])
         self.assertIn("refusing '127.0.0.1': not a global unicast address", warnings[0])
 
 
