@@ -349,6 +349,40 @@ def update_file(path, value, lock_timeout=60.0, before_rename=None, new_file_mod
     return True
 
 
+LATER_DIRS = ("domain.d", "config.d")  # read after default.local, in this order (cvmfs options.cc ParseDefault)
+LATER_SUFFIXES = (".conf", ".local")
+
+
+def overriding_files(path, listdir=os.listdir):
+    """[(file, line)] of later CVMFS files that set CVMFS_HTTP_PROXY again, when ``path`` is a default.local.
+
+    CVMFS reads default.conf, default.d/*.conf, default.local, then for each repository
+    domain.d/DOMAIN.{conf,local} and config.d/REPO.{conf,local}; the last assignment wins, so a value
+    there hides the one written here for those repositories. Unreadable or unparsable files are skipped.
+    """
+    if os.path.basename(path) != "default.local":
+        return []
+    base, found = os.path.dirname(path), []
+    for sub in LATER_DIRS:
+        try:
+            names = sorted(listdir(os.path.join(base, sub)))
+        except (IOError, OSError):
+            continue
+        for name in names:
+            if not name.endswith(LATER_SUFFIXES):
+                continue
+            later = os.path.join(base, sub, name)
+            try:
+                with open(later, "rb") as fh:
+                    assignments, _ = shellscan.assignments(fh.read(1024 * 1024), KEY)
+            except (IOError, OSError, shellscan.ShellSyntaxError):
+                continue
+            lines = [a.line for a in assignments if not a.bare]
+            if lines:
+                found.append((later, lines[0]))
+    return found
+
+
 def _check_syntax(old, new):
     """Refuse to write a file /bin/sh cannot parse (CVMFS would then read none of its settings)."""
     problem = shell_syntax_error(new)

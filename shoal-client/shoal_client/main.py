@@ -12,7 +12,7 @@ from ._compat import (TLS_ERRORS, HTTPError, HTTPSHandler, ProxyHandler, Request
                       http_client, is_timeout, is_tls_error, json_loads, ssl_context, which)
 from .config import (SEARCH_PATHS, ConfigError, clamp_caches, find_config, load_config, to_caches,
                      to_lock_file, to_positive_float)
-from .cvmfsconf import ConfigFileError, LockTimeout, update_file
+from .cvmfsconf import ConfigFileError, LockTimeout, overriding_files, update_file
 from .deadline import Deadline, DeadlineExceeded
 from .hostrule import is_proxy_host
 from .proxies import (DEFAULT_CACHES, InvalidResponse, NoCaches, cache_urls, check_server_url,
@@ -253,6 +253,9 @@ def write_cvmfs(config, value, env):
         raise ClientError(Exit.FILE_ERROR, "%s: %s" % (path, err))
     except (IOError, OSError) as err:
         raise ClientError(Exit.FILE_ERROR, "cannot update %s: %s" % (path, err.strerror or err))
+    for later, line in overriding_files(path):
+        logger.warning("warning: %s line %d sets CVMFS_HTTP_PROXY too; CVMFS reads it after %s, so the "
+                       "repositories it applies to do not use the caches written here", later, line, path)
     if not changed:
         logger.info("%s unchanged: CVMFS_HTTP_PROXY=%s", path, value)
         return False

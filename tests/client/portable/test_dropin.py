@@ -207,6 +207,21 @@ class DropInTest(unittest.TestCase):
         self.assertEqual(oct(os.stat(os.path.dirname(lock)).st_mode & 0o777), oct(0o700))
         self.assertEqual(oct(os.stat(lock).st_mode & 0o777), oct(0o600))
 
+    def test_warns_when_a_later_cvmfs_file_sets_the_proxy_again(self):
+        for sub, name, text in (("domain.d", "cern.ch.local", b"CVMFS_HTTP_PROXY=DIRECT\n"),
+                                ("config.d", "atlas.cern.ch.conf", b"X=1\nexport CVMFS_HTTP_PROXY='http://a:1'\n"),
+                                ("config.d", "ignored.txt", b"CVMFS_HTTP_PROXY=DIRECT\n"),
+                                ("domain.d", "fine.conf", b"# CVMFS_HTTP_PROXY=DIRECT\nNOTE='CVMFS_HTTP_PROXY=x'\n")):
+            os.makedirs(os.path.join(self.dir, sub)) if not os.path.isdir(os.path.join(self.dir, sub)) else None
+            write_bytes(os.path.join(self.dir, sub, name), text)
+        code, out, err = self.client("-s", self.server.url())
+        self.assertEqual(code, 0, err)
+        warnings = [l for l in err.splitlines() if "sets CVMFS_HTTP_PROXY too" in l]
+        self.assertEqual(len(warnings), 2, err)
+        self.assertIn(os.path.join(self.dir, "domain.d", "cern.ch.local") + " line 1", warnings[0])
+        self.assertIn(os.path.join(self.dir, "config.d", "atlas.cern.ch.conf") + " line 2", warnings[1])
+        self.assertEqual(self.client("-s", self.server.url(), "-q"), (0, "", ""))
+
     def test_lock_file_in_a_missing_directory_names_the_lock(self):
         code, out, err = run_main(["--cvmfs-config", self.local, "--lock-file", os.path.join(self.dir, "no", "l"),
                                    "-s", self.server.url()])
