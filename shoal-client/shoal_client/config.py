@@ -33,11 +33,11 @@ class ClientConfig(object):
     """Every setting the client uses, with its default; ``path`` is the file it came from, if any."""
 
     FIELDS = ("shoal_server_url", "conditions_url", "cvmfs_config", "default_squid_proxy", "timeout", "caches",
-              "ca_file", "reload", "lock_timeout", "lock_file")
+              "ca_file", "reload", "cvmfs_talk", "lock_timeout", "lock_file")
 
     def __init__(self, shoal_server_url="http://localhost:8080/nearest", conditions_url="",
                  cvmfs_config="/etc/cvmfs/default.local", default_squid_proxy="DIRECT", timeout=10.0,
-                 caches=None, ca_file="", reload=False, lock_timeout=60.0, lock_file="", path=None,
+                 caches=None, ca_file="", reload=False, cvmfs_talk=False, lock_timeout=60.0, lock_file="", path=None,
                  warnings=()):
         self.shoal_server_url = shoal_server_url
         self.conditions_url = conditions_url
@@ -47,6 +47,7 @@ class ClientConfig(object):
         self.caches = caches
         self.ca_file = ca_file
         self.reload = reload
+        self.cvmfs_talk = cvmfs_talk
         self.lock_timeout = lock_timeout
         self.lock_file = lock_file
         self.path = path
@@ -148,6 +149,7 @@ CONVERTERS = {
     "caches": to_optional_caches,
     "ca_file": to_text,
     "reload": to_bool,
+    "cvmfs_talk": to_bool,
     "lock_timeout": to_positive_float,
     "lock_file": to_lock_file,
 }

@@ -52,7 +52,7 @@ EXIT_CODES = (
     (Exit.NO_CACHES, "NO_CACHES", "the answer holds no usable cache"),
     (Exit.FILE_ERROR, "FILE_ERROR", "the CVMFS config cannot be read, parsed or replaced"),
     (Exit.LOCKED, "LOCKED", "another shoal-client run held the lock file for longer than lock_timeout"),
-    (Exit.RELOAD_FAILED, "RELOAD_FAILED", "the file was updated but `cvmfs_config reload` failed"),
+    (Exit.RELOAD_FAILED, "RELOAD_FAILED", "the file was updated but `cvmfs_config reload` or `cvmfs_talk` failed"),
 )
 
 
@@ -144,6 +144,9 @@ def build_parser():
                         help="accepted for upstream compatibility; no effect (the server is always asked)")
     parser.add_argument("--reload", action="store_true", default=None,
                         help="after a change, run `cvmfs_config reload` if that command exists")
+    parser.add_argument("--talk", action="store_true", default=None,
+                        help="also run `cvmfs_talk proxy set VALUE` on every run: the mounted repositories use "
+                             "the caches at once (what upstream's client did, runtime only)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
@@ -265,6 +268,20 @@ def write_cvmfs(config, value, env):
     return True
 
 
+def talk_cvmfs(env, value):
+    """Run ``cvmfs_talk proxy set VALUE`` (all mounted repositories); raise ClientError if it fails."""
+    command = env.which("cvmfs_talk")
+    if command is None:
+        logger.warning("cvmfs_talk not found on PATH; the mounted repositories keep their proxies until reloaded")
+        return
+    try:
+        status = env.run([command, "proxy", "set", value])
+    except OSError as err:
+        raise ClientError(Exit.RELOAD_FAILED, "cannot run %s proxy set: %s" % (command, err))
+    if status != 0:
+        raise ClientError(Exit.RELOAD_FAILED, "%s proxy set exited with status %s" % (command, status))
+
+
 def reload_cvmfs(env):
     """Run ``cvmfs_config reload`` when the command exists; raise ClientError if it fails."""
     command = env.which("cvmfs_config")
@@ -284,7 +301,7 @@ def run(args, env):
     path = args.config or find_config(env.search_paths, env.environ.get("HOME"))
     caches, clamped = clamp_caches(args.caches)
     config = load_config(path).replace(caches=caches, cvmfs_config=args.cvmfs_config, timeout=args.timeout,
-                                       reload=args.reload, lock_file=args.lock_file or None)
+                                       reload=args.reload, cvmfs_talk=args.talk, lock_file=args.lock_file or None)
     for warning in config.warnings + ([clamped] if clamped else []):
         logger.warning("warning: %s", warning)
     default_groups = config.default_proxy_groups()
@@ -302,6 +319,8 @@ def run(args, env):
         env.stdout.write(value + "\n")
         return Exit.OK
     write_cvmfs(config, value, env)
+    if config.cvmfs_talk:
+        talk_cvmfs(env, value)
     return Exit.OK
 
 

@@ -222,6 +222,22 @@ class DropInTest(unittest.TestCase):
         self.assertIn(os.path.join(self.dir, "config.d", "atlas.cern.ch.conf") + " line 2", warnings[1])
         self.assertEqual(self.client("-s", self.server.url(), "-q"), (0, "", ""))
 
+    def test_talk_sets_the_proxies_of_mounted_repositories_every_run(self):
+        calls = []
+        run = lambda argv: calls.append(argv) or 0  # noqa: E731
+        which = lambda name: "/usr/bin/" + name  # noqa: E731
+        for _ in range(2):  # the second run: file unchanged, cvmfs_talk still told (a remount may have reset it)
+            code, out, err = self.client("--talk", "-q", "-s", self.server.url(), which=which, run=run)
+            self.assertEqual((code, err), (0, ""))
+        self.assertEqual(calls, [["/usr/bin/cvmfs_talk", "proxy", "set", THREE + ";DIRECT"]] * 2)
+        code, out, err = self.client("-c", self.conf("[general]\ncvmfs_talk = yes\n"), "-s", self.server.url(),
+                                     which=which, run=lambda argv: 1)
+        self.assertEqual(code, Exit.RELOAD_FAILED)
+        self.assertIn("proxy set exited with status 1", err)
+        code, out, err = self.client("--talk", "-s", self.server.url(), which=lambda name: None)
+        self.assertEqual(code, 0)
+        self.assertIn("cvmfs_talk not found", err)
+
     def test_lock_file_in_a_missing_directory_names_the_lock(self):
         code, out, err = run_main(["--cvmfs-config", self.local, "--lock-file", os.path.join(self.dir, "no", "l"),
                                    "-s", self.server.url()])
