@@ -174,3 +174,20 @@ def test_misspelt_upstream_key_is_still_an_error(fed_server, tmp_path):
     proc, _ = run(tmp_path, f"[general]\ncvmfs_url = {fed_server.url}/nearest\ndefault_cache_proxies = DIRECT\n", "-d")
     assert proc.returncode == 2
     assert "default_cache_proxies: unknown setting" in proc.stderr
+
+
+def test_cron_line_with_talk_sets_the_running_proxies_as_upstream_did(fed_server, tmp_path):
+    """Upstream 1.0.x's cron run ended in `cvmfs_talk proxy set VALUE`; `--talk` does the same (a stub here)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "talk.args"
+    stub = bindir / "cvmfs_talk"
+    stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    stub.chmod(0o755)
+    text = point_at(CONFIG_TEXTS.get("shoal-client-1.0.4/shoal_client.conf", BUILTIN["shoal-client-1.0.4/shoal_client.conf"]),
+                    fed_server.url)
+    proc, cvmfs = run(tmp_path, text, "--talk", "-q", env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    assert (proc.returncode, proc.stderr) == (0, "")
+    value = ";".join(caches_for("/nearest")[:5] + ["DIRECT"])
+    assert record.read_text().splitlines() == ["proxy", "set", value]
+    assert f'CVMFS_HTTP_PROXY="{value}"'.encode() in cvmfs.read_bytes()
