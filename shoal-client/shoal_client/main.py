@@ -76,15 +76,40 @@ class Environment(object):
     """What the command touches outside its arguments; tests replace any of it."""
 
     def __init__(self, stdout=None, stderr=None, environ=None, search_paths=SEARCH_PATHS, loads=None,
-                 which=which, run=subprocess.call, geteuid=os.geteuid):
+                 which=which, run=None, geteuid=os.geteuid):
         self.stdout = stdout if stdout is not None else sys.stdout
         self.stderr = stderr if stderr is not None else sys.stderr
         self.environ = environ if environ is not None else os.environ
         self.search_paths = search_paths
         self.loads = loads if loads is not None else json_loads
         self.which = which
-        self.run = run
+        self.run = run if run is not None else run_command
         self.geteuid = geteuid
+
+
+def run_command(argv):
+    """Run ``argv`` with its output captured; return (exit status, output text)."""
+    devnull = open(os.devnull, "rb")
+    try:
+        proc = subprocess.Popen(argv, stdin=devnull, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = proc.communicate()[0]
+    finally:
+        devnull.close()
+    return proc.returncode, out.decode("utf-8", "replace")
+
+
+def _run(env, argv):
+    """(status, output) of ``env.run(argv)``; a replacement that returns only a status is fine too."""
+    result = env.run(argv)
+    status, output = result if isinstance(result, tuple) else (result, "")
+    for line in output.splitlines():
+        logger.info("%s: %s", os.path.basename(argv[0]), line)  # -q: not shown, cron mails nothing
+    return status, output
+
+
+def _last_lines(output, n=3):
+    lines = [l.strip() for l in output.splitlines() if l.strip()]
+    return (" (%s)" % " / ".join(lines[-n:])) if lines else ""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -248,24 +273,45 @@ def write_cvmfs(config, value, env):
     """Update the CVMFS file and reload CVMFS if asked; return True if the file changed."""
     path = config.cvmfs_config
     try:
+        lock = lock_path(config, env)
         changed = update_file(path, value, config.lock_timeout, before_rename=before_rename_hook(env.environ),
-                              lock_path=lock_path(config, env))
+                              lock_path=lock)
     except LockTimeout as err:
         raise ClientError(Exit.LOCKED, err.strerror)
     except ConfigFileError as err:
         raise ClientError(Exit.FILE_ERROR, "%s: %s" % (path, err))
     except (IOError, OSError) as err:
         raise ClientError(Exit.FILE_ERROR, "cannot update %s: %s" % (path, err.strerror or err))
+    pending = pending_reload_path(lock)
     for later, line in overriding_files(path):
         logger.warning("warning: %s line %d sets CVMFS_HTTP_PROXY too; CVMFS reads it after %s, so the "
                        "repositories it applies to do not use the caches written here", later, line, path)
     if not changed:
         logger.info("%s unchanged: CVMFS_HTTP_PROXY=%s", path, value)
-        return False
-    logger.info("updated %s: CVMFS_HTTP_PROXY=%s", path, value)
-    if config.reload:
+    else:
+        logger.info("updated %s: CVMFS_HTTP_PROXY=%s", path, value)
+    if config.reload and (changed or os.path.lexists(pending)):
+        if not changed:
+            logger.info("the last reload failed; reloading again")
+        mark_pending(pending)  # until a reload succeeds, every run retries it
         reload_cvmfs(env)
-    return True
+        try:
+            os.unlink(pending)
+        except OSError:
+            pass
+    return changed
+
+
+def pending_reload_path(lock):
+    """The marker of a reload still owed (beside the private lock file: same protection)."""
+    return lock + ".reload-pending"
+
+
+def mark_pending(path):
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
+    except (IOError, OSError) as err:
+        raise ClientError(Exit.FILE_ERROR, "cannot write %s: %s" % (path, err.strerror or err))
 
 
 def talk_cvmfs(env, value):
@@ -275,11 +321,12 @@ def talk_cvmfs(env, value):
         logger.warning("cvmfs_talk not found on PATH; the mounted repositories keep their proxies until reloaded")
         return
     try:
-        status = env.run([command, "proxy", "set", value])
+        status, output = _run(env, [command, "proxy", "set", value])
     except OSError as err:
         raise ClientError(Exit.RELOAD_FAILED, "cannot run %s proxy set: %s" % (command, err))
     if status != 0:
-        raise ClientError(Exit.RELOAD_FAILED, "%s proxy set exited with status %s" % (command, status))
+        raise ClientError(Exit.RELOAD_FAILED, "%s proxy set exited with status %s%s"
+                          % (command, status, _last_lines(output)))
 
 
 def reload_cvmfs(env):
@@ -289,11 +336,11 @@ def reload_cvmfs(env):
         logger.warning("cvmfs_config not found on PATH; not reloading CVMFS")
         return
     try:
-        status = env.run([command, "reload"])
+        status, output = _run(env, [command, "reload"])
     except OSError as err:
         raise ClientError(Exit.RELOAD_FAILED, "cannot run %s reload: %s" % (command, err))
     if status != 0:
-        raise ClientError(Exit.RELOAD_FAILED, "%s reload exited with status %s" % (command, status))
+        raise ClientError(Exit.RELOAD_FAILED, "%s reload exited with status %s%s" % (command, status, _last_lines(output)))
 
 
 def run(args, env):

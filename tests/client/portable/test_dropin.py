@@ -238,6 +238,45 @@ class DropInTest(unittest.TestCase):
         self.assertEqual(code, 0)
         self.assertIn("cvmfs_talk not found", err)
 
+    def test_failed_reload_is_retried_until_it_succeeds(self):
+        # issue 15: a failed `cvmfs_config reload` was never retried: the next run said "unchanged".
+        calls, statuses = [], [5, 7, 0]
+        run = lambda argv: calls.append(argv) or statuses.pop(0)  # noqa: E731
+        which = lambda name: "/usr/bin/" + name  # noqa: E731
+        code, out, err = self.client("--reload", "-s", self.server.url(), which=which, run=run)
+        self.assertEqual(code, Exit.RELOAD_FAILED)
+        self.assertTrue(os.path.exists(self.lock + ".reload-pending"))
+        code, out, err = self.client("--reload", "-s", self.server.url(), which=which, run=run)  # file unchanged
+        self.assertEqual(code, Exit.RELOAD_FAILED)
+        self.assertIn("the last reload failed; reloading again", err)
+        code, out, err = self.client("--reload", "-q", "-s", self.server.url(), which=which, run=run)
+        self.assertEqual((code, err), (0, ""))
+        self.assertFalse(os.path.exists(self.lock + ".reload-pending"))
+        self.assertEqual(self.client("--reload", "-q", "-s", self.server.url(), which=which, run=run)[0], 0)
+        self.assertEqual(calls, [["/usr/bin/cvmfs_config", "reload"]] * 3)  # the fourth run had nothing owed
+
+    def test_quiet_keeps_reload_output_out_of_cron_mail(self):
+        stub = os.path.join(self.dir, "cvmfs_config")
+        write_bytes(stub, b"#!/bin/sh\necho 'Reloading CVMFS configuration'\necho 'atlas.cern.ch: OK' >&2\nexit $RC\n")
+        os.chmod(stub, 0o755)
+        os.environ["RC"] = "0"
+        try:
+            code, out, err = self.client("--reload", "-q", "-s", self.server.url(), which=lambda name: stub)
+            self.assertEqual((code, out, err), (0, "", ""))
+            write_bytes(self.local, REALISTIC_LOCAL)
+            code, out, err = self.client("--reload", "-s", self.server.url(), which=lambda name: stub)
+            self.assertIn("cvmfs_config: Reloading CVMFS configuration", err)
+            self.assertIn("cvmfs_config: atlas.cern.ch: OK", err)
+            self.assertEqual(out, "")
+            write_bytes(self.local, REALISTIC_LOCAL)
+            os.environ["RC"] = "3"
+            code, out, err = self.client("--reload", "-q", "-s", self.server.url(), which=lambda name: stub)
+            self.assertEqual(code, Exit.RELOAD_FAILED)
+            self.assertEqual(err.count("\n"), 1, err)
+            self.assertIn("exited with status 3 (Reloading CVMFS configuration / atlas.cern.ch: OK)", err)
+        finally:
+            del os.environ["RC"]
+
     def test_lock_file_in_a_missing_directory_names_the_lock(self):
         code, out, err = run_main(["--cvmfs-config", self.local, "--lock-file", os.path.join(self.dir, "no", "l"),
                                    "-s", self.server.url()])
