@@ -156,7 +156,7 @@ def build_parser():
     parser.add_argument("-c", "--config", metavar="PATH",
                         help="INI file (default: /etc/shoal/shoal_client.conf, else ~/.shoal/shoal_client.conf)")
     parser.add_argument("--timeout", metavar="SECONDS", type=_arg_type(to_positive_float, "timeout"),
-                        help="network timeout (config timeout; default 10)")
+                        help="overall deadline for the fetch (config timeout; default 10)")
     parser.add_argument("-d", "--dump", action="store_true",
                         help="print the CVMFS_HTTP_PROXY value it would write; write nothing")
     parser.add_argument("-f", "--frontier", action="store_true",
@@ -168,7 +168,7 @@ def build_parser():
     parser.add_argument("-o", "--force-server", action="store_true",
                         help="accepted for upstream compatibility; no effect (the server is always asked)")
     parser.add_argument("--reload", action="store_true", default=None,
-                        help="after a change, run `cvmfs_config reload` if that command exists")
+                        help="after a change (or a reload still owed), run `cvmfs_config reload` if that command exists")
     parser.add_argument("--talk", action="store_true", default=None,
                         help="also run `cvmfs_talk proxy set VALUE` on every run: the mounted repositories use "
                              "the caches at once (what upstream's client did, runtime only)")
