@@ -69,6 +69,10 @@ def rewrite(content, value):
             raise ConfigFileError("line %d: CVMFS_HTTP_PROXY is assigned after `readonly` on line %d; /bin/sh "
                                   "aborts there and CVMFS reads every setting of the file as empty: fix the file"
                                   % (assignment.line, readonly_line))
+        if assignment.prefixes_command:
+            raise ConfigFileError("line %d: CVMFS_HTTP_PROXY=... is followed by a command on the same line, so it "
+                                  "only sets that command's environment; put the assignment on a line of its own"
+                                  % assignment.line)
         if not assignment.first_on_line:
             raise ConfigFileError("line %d: CVMFS_HTTP_PROXY is assigned after another command on the same line; "
                                   "put it on a line of its own" % assignment.line)

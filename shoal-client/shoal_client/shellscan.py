@@ -17,6 +17,8 @@ _OPENERS = {b"if": b"if", b"case": b"case", b"while": b"loop", b"until": b"loop"
             b"select": b"loop"}
 _CLOSERS = {b"fi": b"if", b"esac": b"case", b"done": b"loop"}
 _DECLARATIONS = (b"export", b"readonly", b"eval")
+_RESERVED = tuple(_OPENERS) + tuple(_CLOSERS) + (b"{", b"}", b"then", b"else", b"elif", b"do", b"!", b"time", b"in",
+                                                 b"function")
 
 
 class ShellSyntaxError(ValueError):
@@ -39,6 +41,7 @@ class Assignment(object):
         self.has_substitution = has_substitution  # $(...), `...` or $((...)) in the value
         self.spans_lines = spans_lines      # the word goes on past a newline
         self.bare = bare                    # "readonly NAME" / "export NAME" without a value
+        self.prefixes_command = False       # "NAME=value command": set only in command's environment
 
     def __repr__(self):
         return "Assignment(%r, line %d, %s)" % (self.name, self.line, "nested" if self.nested else "top")
@@ -59,12 +62,14 @@ class Scanner(object):
         self.assignments = []
         self.line_has_command = False
         self.line_starts_top = True  # this physical line starts at the top level (no continuation)
+        self.simple = []             # assignments so far in the current simple command
 
     # --- low level -------------------------------------------------------------------------------
     def peek(self, n=1):
         return self.data[self.pos:self.pos + n]
 
     def _newline(self):
+        self.simple = []
         self.pos += 1
         self.line += 1
         self.line_has_command = False
@@ -220,7 +225,7 @@ class Scanner(object):
                 self.pos += 1
             elif c == b"\n":
                 self._newline()
-                command_start, declaration = True, None
+                command_start, declaration, self.simple = True, None, []
             elif c == b"\\" and data[self.pos + 1:self.pos + 2] == b"\n":
                 self.pos += 2  # a continued line is not a line start
                 self.line += 1
@@ -231,7 +236,7 @@ class Scanner(object):
                 if data[self.pos:self.pos + 2] == b";;" and self.stack and self.stack[-1] == b"case":
                     self.case_pattern = True
                 self.pos += 2 if data[self.pos + 1:self.pos + 2] in (c, b"&") else 1
-                command_start, declaration = True, None
+                command_start, declaration, self.simple = True, None, []
                 self.line_has_command = True
             elif c == b"(":
                 self.pos += 1
@@ -244,14 +249,14 @@ class Scanner(object):
                 elif command_start:
                     self.stack.append(b"(")
                 # else: "name()" of a function definition; its body is the { ... } that follows
-                command_start, declaration = True, None
+                command_start, declaration, self.simple = True, None, []
             elif c == b")":
                 self.pos += 1
                 if self.stack and self.stack[-1] == b"(":
                     self.stack.pop()
                 elif self.stack and self.stack[-1] == b"case":
                     self.case_pattern = False  # end of a case pattern
-                command_start, declaration = True, None
+                command_start, declaration, self.simple = True, None, []
             elif c in b"<>":
                 self._redirection()
             else:
@@ -264,7 +269,14 @@ class Scanner(object):
                         self.case_pattern = False
                     continue
                 if command_start and not declaration:
+                    count = len(self.assignments)
                     command_start = self._command_word(word, line, start, first and top_line, subst, spans)
+                    if len(self.assignments) > count:
+                        self.simple.append(self.assignments[-1])
+                    elif word not in _RESERVED:
+                        for assignment in self.simple:  # NAME=value cmd: the value is only cmd's
+                            assignment.prefixes_command = True
+                        self.simple = []
                     if word in _DECLARATIONS:
                         declaration = (word, start, first and top_line)
                     self.line_has_command = True

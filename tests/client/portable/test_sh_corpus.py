@@ -103,6 +103,7 @@ UNSAFE = [  # no edit is safe: each must be refused, the file left alone
     b'eval "CVMFS_HTTP_PROXY=DIRECT"',
     b"site_proxy() {\n  CVMFS_HTTP_PROXY=DIRECT\n}",
     b"readonly CVMFS_HTTP_PROXY=DIRECT\nCVMFS_HTTP_PROXY=http://late.example.org:3128",
+    b"CVMFS_HTTP_PROXY=DIRECT true",
 ]
 
 
