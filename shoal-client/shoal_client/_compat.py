@@ -54,6 +54,22 @@ except ImportError:  # Python built without OpenSSL: HTTPS URLs are refused with
     ssl = None
 
 
+# Raised by a TLS handshake or host-name check. On 2.7 and 3.6 a host-name mismatch is
+# ssl.CertificateError (a ValueError, not an SSLError) and urllib does not wrap it in URLError.
+TLS_ERRORS = ()
+if ssl is not None:
+    TLS_ERRORS = (ssl.SSLError,) + ((ssl.CertificateError,) if hasattr(ssl, "CertificateError") else ())
+
+
+def is_main_thread():
+    """True in the interpreter's main thread (the only one that may set signal handlers)."""
+    import threading
+    main = getattr(threading, "main_thread", None)
+    if main is not None:
+        return threading.current_thread() is main()
+    return isinstance(threading.current_thread(), threading._MainThread)  # Python 2
+
+
 def read_config(parser, path):
     """Read one INI file into ``parser`` as UTF-8 text on both major versions."""
     import io
@@ -104,6 +120,4 @@ def is_tls_error(exc):
     """True when ``exc`` (or the reason it wraps) is a TLS/certificate failure."""
     if ssl is None:
         return False
-    reason = getattr(exc, "reason", exc)
-    cert_error = getattr(ssl, "CertificateError", ())
-    return isinstance(reason, (ssl.SSLError,) + ((cert_error,) if cert_error else ()))
+    return isinstance(getattr(exc, "reason", exc), TLS_ERRORS)

@@ -6,6 +6,12 @@ from .proxies import InvalidProxy, MAX_CACHES, check_server_url, parse_default_p
 
 SECTION = "general"
 SEARCH_PATHS = ("/etc/shoal/shoal_client.conf", "~/.shoal/shoal_client.conf")
+ROOT_LOCK_FILE = "/run/shoal-client.lock"
+# Keys of upstream shoal-client releases that have another name here: key -> (our key, release).
+RENAMED_KEYS = {
+    "cvmfs_url": ("shoal_server_url", "upstream shoal-client HEAD (2025)"),
+    "default_cache_proxy": ("default_squid_proxy", "upstream shoal-client HEAD (2025)"),
+}
 TRUE_WORDS = ("1", "yes", "true", "on")
 FALSE_WORDS = ("0", "no", "false", "off")
 
@@ -26,30 +32,47 @@ class ConfigError(Exception):
 class ClientConfig(object):
     """Every setting the client uses, with its default; ``path`` is the file it came from, if any."""
 
-    FIELDS = ("shoal_server_url", "cvmfs_config", "default_squid_proxy", "timeout", "caches", "ca_file",
-              "reload", "lock_timeout")
+    FIELDS = ("shoal_server_url", "conditions_url", "cvmfs_config", "default_squid_proxy", "timeout", "caches",
+              "ca_file", "reload", "cvmfs_talk", "lock_timeout", "lock_file")
 
-    def __init__(self, shoal_server_url="http://localhost:8080/nearest",
+    def __init__(self, shoal_server_url="http://localhost:8080/nearest", conditions_url="",
                  cvmfs_config="/etc/cvmfs/default.local", default_squid_proxy="DIRECT", timeout=10.0,
-                 caches=None, ca_file="", reload=False, lock_timeout=60.0, path=None):
+                 caches=None, ca_file="", reload=False, cvmfs_talk=False, lock_timeout=60.0, lock_file="", path=None,
+                 warnings=()):
         self.shoal_server_url = shoal_server_url
+        self.conditions_url = conditions_url
         self.cvmfs_config = cvmfs_config
         self.default_squid_proxy = default_squid_proxy
         self.timeout = timeout
         self.caches = caches
         self.ca_file = ca_file
         self.reload = reload
+        self.cvmfs_talk = cvmfs_talk
         self.lock_timeout = lock_timeout
+        self.lock_file = lock_file
         self.path = path
+        self.warnings = list(warnings)  # what loading the file had to say (obsolete keys, clamped values)
 
     def replace(self, **changes):
         """A copy with ``changes`` applied (None values are ignored: "not given on the command line")."""
         values = dict((name, getattr(self, name)) for name in self.FIELDS)
         values.update((k, v) for k, v in changes.items() if v is not None)
-        return ClientConfig(path=self.path, **values)
+        return ClientConfig(path=self.path, warnings=self.warnings, **values)
 
     def default_proxy_groups(self):
         return parse_default_proxy(self.default_squid_proxy)
+
+    def server_url(self, frontier=False):
+        """The /nearest URL to ask: ``conditions_url`` for Frontier when set, else ``shoal_server_url``."""
+        return (frontier and self.conditions_url) or self.shoal_server_url
+
+    def lock_path(self, euid, home=None):
+        """The lock file: ``lock_file``, else /run/shoal-client.lock for root, else ~/.shoal/."""
+        if self.lock_file:
+            return self.lock_file
+        if euid == 0 or not home:
+            return ROOT_LOCK_FILE
+        return os.path.join(home, ".shoal", "shoal-client.lock")
 
     def __repr__(self):
         return "ClientConfig(%s)" % ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.FIELDS)
@@ -63,10 +86,18 @@ def to_positive_float(text):
 
 
 def to_caches(text):
+    """A number of caches >= 1; more than MAX_CACHES is lowered to it (see ``clamp_caches``)."""
     value = int(str(text).strip())
-    if not 0 < value <= MAX_CACHES:
+    if value < 1:
         raise ValueError("must be an integer from 1 to %d" % MAX_CACHES)
     return value
+
+
+def clamp_caches(value):
+    """(value lowered to MAX_CACHES, a warning or None): upstream took any number, we write at most 32."""
+    if value is not None and value > MAX_CACHES:
+        return MAX_CACHES, "asked for %d caches; writing at most %d" % (value, MAX_CACHES)
+    return value, None
 
 
 def to_bool(text):
@@ -94,19 +125,33 @@ def to_text(text):
     return text.strip()
 
 
+def to_optional_url(text):
+    return to_server_url(text) if text.strip() else ""
+
+
+def to_lock_file(text):
+    text = text.strip()
+    if text and not os.path.isabs(text):
+        raise ValueError("must be an absolute path")
+    return text
+
+
 def to_optional_caches(text):
     return to_caches(text) if text.strip() else None
 
 
 CONVERTERS = {
     "shoal_server_url": to_server_url,
+    "conditions_url": to_optional_url,
     "cvmfs_config": to_text,
     "default_squid_proxy": to_default_proxy,
     "timeout": to_positive_float,
     "caches": to_optional_caches,
     "ca_file": to_text,
     "reload": to_bool,
+    "cvmfs_talk": to_bool,
     "lock_timeout": to_positive_float,
+    "lock_file": to_lock_file,
 }
 
 
@@ -135,14 +180,28 @@ def load_config(path):
         raise ConfigError(path, None, "not a valid INI file: %s" % str(err).splitlines()[0])
     if not parser.has_section(SECTION):
         raise ConfigError(path, None, "no [%s] section" % SECTION)
-    values = {}
+    values, warnings, given = {}, [], {}
     for key, raw in parser.items(SECTION):
-        if key not in CONVERTERS:
+        name = key
+        if key in RENAMED_KEYS:
+            name, release = RENAMED_KEYS[key]
+            warnings.append("%s [%s] %s is the name %s uses; read as %s (rename it to silence this)"
+                            % (path, SECTION, key, release, name))
+        if name not in CONVERTERS:
             raise ConfigError(path, key, "unknown setting (known: %s)" % ", ".join(ClientConfig.FIELDS))
         try:
-            values[key] = CONVERTERS[key](raw)
+            value = CONVERTERS[name](raw)
         except ValueError as err:
             raise ConfigError(path, key, "%r: %s" % (raw, err))
+        if name in given and values[name] != value:
+            raise ConfigError(path, key, "%r contradicts %s = %r (same setting, two names)"
+                              % (raw, given[name], values[name]))
+        given[name] = key
+        values[name] = value
+    values["caches"], warning = clamp_caches(values.get("caches"))
+    if warning:
+        warnings.append("%s [%s] caches: %s" % (path, SECTION, warning))
     result = config.replace(**values)
     result.path = path
+    result.warnings = warnings
     return result

@@ -3,11 +3,11 @@
 Every name and port that ends up in ``default.local`` passes ``cache_url`` first, because that file
 is sourced by a shell: an unchecked name could break CVMFS for every worker of a site.
 """
-import socket
+from ._compat import integer_types, string_types, urlsplit, urlunsplit
+from .hostrule import is_ipv4, is_ipv6, is_loopback_name, is_proxy_host, is_served_host
 
-from ._compat import integer_types, string_types, text_type, urlsplit, urlunsplit
-
-MAX_CACHES = 9999  # the server's route takes at most four digits
+DEFAULT_CACHES = 5  # written when the number is not asked for (the server's own default)
+MAX_CACHES = 32  # never more: CVMFS tries them in order, a longer line only delays DIRECT/fallback
 
 
 class InvalidResponse(ValueError):
@@ -22,45 +22,9 @@ class InvalidProxy(ValueError):
     """A configured proxy string is not ``DIRECT`` or ``http://host[:port]``."""
 
 
-def is_ipv4(text):
-    """True for a dotted quad (exactly four decimal parts, 0-255, no leading zeros)."""
-    parts = text.split(".")
-    if len(parts) != 4:
-        return False
-    for part in parts:
-        if not part or len(part) > 3 or not _ascii_digits(part) or (len(part) > 1 and part[0] == "0"):
-            return False
-        if int(part) > 255:
-            return False
-    return True
-
-
-def is_ipv6(text):
-    """True for an IPv6 literal without brackets or zone id."""
-    if ":" not in text or "%" in text or not _ascii(text):
-        return False
-    try:
-        socket.inet_pton(socket.AF_INET6, str(text))
-    except (socket.error, ValueError, UnicodeError):
-        return False
-    return True
-
-
 def is_hostname(name):
-    """True for an RFC 1123 host name (a trailing dot allowed) or an IPv4/IPv6 literal."""
-    if not isinstance(name, string_types) or not name or len(name) > 254 or not _ascii(name):
-        return False
-    if is_ipv4(name) or is_ipv6(name):
-        return True
-    labels = (name[:-1] if name.endswith(".") else name).split(".")
-    if len(".".join(labels)) > 253:
-        return False
-    for label in labels:
-        if not 0 < len(label) <= 63 or label[0] == "-" or label[-1] == "-":
-            return False
-        if any(not (c.isalnum() or c == "-") for c in label):
-            return False
-    return not _ascii_digits(labels[-1])  # "10.0.0.256" is a bad address, not a name
+    """True for a host name the server may serve (the shared rule in ``hostrule``)."""
+    return is_served_host(name)
 
 
 def parse_port(value):
@@ -75,8 +39,8 @@ def parse_port(value):
 
 
 def host_for_url(host):
-    """``host`` as it goes in a URL: IPv6 literals in brackets, trailing dot dropped, lower case."""
-    host = host.rstrip(".").lower()
+    """``host`` as it goes in a URL: IPv6 literals in brackets, lower case."""
+    host = host.lower()
     return "[%s]" % host if ":" in host else host
 
 
@@ -90,6 +54,10 @@ def cache_url(record):
     if host is None or host == "":
         raise ValueError("no hostname and no public_ip")
     if not is_hostname(host):
+        if is_ipv4(host) or is_ipv6(host):
+            raise ValueError("refusing %r: not a global unicast address" % (host,))
+        if is_loopback_name(host):
+            raise ValueError("refusing %r: a name for this host itself" % (host,))
         raise ValueError("invalid host name %r" % (host,))
     port_value = record.get("squid_port", record.get("cache_port"))
     port = parse_port(port_value)
@@ -113,10 +81,12 @@ def ranked_records(document):
     return [record for _, record in ranked]
 
 
-def cache_urls(document):
-    """Return (urls in rank order without duplicates, [warning for each skipped cache])."""
+def cache_urls(document, limit=MAX_CACHES):
+    """Return (the first ``limit`` urls in rank order without duplicates, [warning per skipped cache])."""
     urls, warnings = [], []
     for rank, record in enumerate(ranked_records(document)):
+        if len(urls) >= limit:
+            break
         try:
             url = cache_url(record)
         except ValueError as err:
@@ -154,7 +124,9 @@ def _proxy_member(member):
     if not member.startswith("http://"):
         raise InvalidProxy("%r is neither DIRECT nor an http:// proxy URL" % (member,))
     host, port = _split_hostport(member[len("http://"):].rstrip("/"))
-    if not is_hostname(host):
+    if host.endswith(".") and not host.endswith(".."):
+        host = host[:-1]  # a fully qualified name in the site's own setting: same host
+    if not is_proxy_host(host):
         raise InvalidProxy("%r: invalid host name" % (member,))
     if port is not None and parse_port(port) is None:
         raise InvalidProxy("%r: invalid port" % (member,))
@@ -186,14 +158,39 @@ def cvmfs_proxy_value(urls, default_groups):
     return ";".join(groups)
 
 
-def frontier_string(urls, default_groups=()):
-    """``(proxyurl=URL)...`` for Frontier: the caches, then default proxies that are URLs (not DIRECT)."""
+def frontier_string(urls, default_groups=(), frontier_server=""):
+    """``(proxyurl=URL)...`` for Frontier: the caches, then default proxies that are URLs (not DIRECT).
+
+    With ``frontier_server`` (the FRONTIER_SERVER value), the whole value with ours merged in.
+    """
     out = list(urls)
     for group in default_groups:
         for member in group:
             if member != "DIRECT" and member not in out:
                 out.append(member)
-    return "".join("(proxyurl=%s)" % url for url in out)
+    ours = ["(proxyurl=%s)" % url for url in out]
+    return frontier_merge(frontier_server, ours) if frontier_server.strip() else "".join(ours)
+
+
+def frontier_merge(frontier_server, ours):
+    """Put ``ours`` (``(proxyurl=...)`` groups) into a FRONTIER_SERVER value, as upstream's client did.
+
+    They go before the first existing ``(proxyurl=...)``, or at the end when there is none;
+    an existing proxyurl equal to one of ours is dropped. Every other group is kept as it is.
+    """
+    groups, rest = [], frontier_server.strip()
+    while rest.startswith("("):
+        end = rest.find(")")
+        if end < 0:
+            break
+        groups.append(rest[:end + 1])
+        rest = rest[end + 1:]
+    if rest:  # not the (key=value)... syntax: leave it to Frontier, append ours
+        return frontier_server.strip() + "".join(ours)
+    kept = [g for g in groups if g not in ours]
+    first = [i for i, g in enumerate(kept) if g.lower().startswith("(proxyurl=")]
+    at = first[0] if first else len(kept)
+    return "".join(kept[:at] + ours + kept[at:])
 
 
 def nearest_url(server_url, caches=None):
@@ -214,14 +211,6 @@ def check_server_url(url):
     except ValueError:
         raise ValueError("%r has an invalid port" % (url,))
     return url
-
-
-def _ascii(text):
-    try:
-        text.encode("ascii") if isinstance(text, text_type) else text.decode("ascii")
-    except (UnicodeError, AttributeError):
-        return False
-    return True
 
 
 def _ascii_digits(text):

@@ -36,3 +36,23 @@ def test_every_setting_is_documented_and_in_the_sample():
 
 def test_cron_line_is_shown():
     assert re.search(r"^\*/\d+ \* \* \* \* root /usr/bin/shoal-client --quiet", read(DOC), re.M)
+
+
+def test_every_option_is_in_the_command_line_table():
+    from shoal_client.main import build_parser
+
+    section = read(DOC).split("## Command line", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(--?[a-z][a-z-]*)", "\n".join(l.split(" | ")[0] for l in section.splitlines()
+                                                               if l.startswith("| `"))))
+    options = {opt for action in build_parser()._actions for opt in action.option_strings}
+    assert options == documented
+
+
+def test_upstream_flags_are_all_accepted():
+    """Every flag upstream shoal-client 1.0.4 and HEAD define (optparse add_option) is one of ours."""
+    from shoal_client.main import build_parser
+
+    upstream = {"-s", "--server", "-d", "--dump", "-f", "--frontier", "-n", "--squids", "--caches", "-k",
+                "--skip-broadcast", "-o", "--force-server"}
+    options = {opt for action in build_parser()._actions for opt in action.option_strings}
+    assert upstream <= options

@@ -39,10 +39,9 @@ DEFAULT_LOCAL = (
 PROXY_LINE = 6
 
 # (hostname, public_ip, port, load): the server ranks a client it cannot place (127.0.0.1) by load.
-# Global unicast addresses: the server serves no other kind (docs/protocol.md, address rules).
-CACHES = [("squid-a.example.org", "142.90.2.11", 3128, 10.0), ("2001:1458::20", "2001:1458::20", 3129, 20.0),
-          ("", "131.225.100.7", 8080, 30.0), ("squid-d.example.org", "188.184.113.9", 3128, 40.0)]
-URLS = ["http://squid-a.example.org:3128", "http://[2001:1458::20]:3129", "http://131.225.100.7:8080",
+CACHES = [("squid-a.example.org", "142.104.60.11", 3128, 10.0), ("2a00:1450:4001::20", "2a00:1450:4001::20", 3129, 20.0),
+          ("", "206.12.1.7", 8080, 30.0), ("squid-d.example.org", "137.82.1.9", 3128, 40.0)]
+URLS = ["http://squid-a.example.org:3128", "http://[2a00:1450:4001::20]:3129", "http://206.12.1.7:8080",
         "http://squid-d.example.org:3128"]
 VALUE = ";".join(URLS + ["DIRECT"])
 
@@ -84,7 +83,9 @@ class CvmfsFile:
 
 
 def client_config(path, url: str, cvmfs: CvmfsFile, **extra) -> str:
-    return write_ini(str(path), {"general": {"shoal_server_url": url, "cvmfs_config": cvmfs.path, **extra}})
+    lock = os.path.join(os.path.dirname(str(path)), "shoal-client.lock")  # not /run: tests stay in their tmp dir
+    return write_ini(str(path), {"general": {"shoal_server_url": url, "cvmfs_config": cvmfs.path, "lock_file": lock,
+                                             **extra}})
 
 
 def feed(server, publisher) -> dict:

@@ -12,7 +12,8 @@ from shoal_client import __version__
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY27 = os.path.join(os.environ.get("SHOAL_PYENV_VERSIONS", "/root/.pyenv/versions"), "2.7.18", "bin", "python")
-MODULES = ["__init__", "__main__", "_compat", "config", "cvmfsconf", "main", "minijson", "proxies"]
+MODULES = ["__init__", "__main__", "_compat", "config", "cvmfsconf", "deadline", "hostrule", "main", "minijson",
+           "proxies", "shellscan"]
 
 
 @pytest.fixture(scope="module")

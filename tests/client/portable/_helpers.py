@@ -43,7 +43,7 @@ REALISTIC_LOCAL = (
 )
 
 
-def record(hostname, port=3128, public_ip="192.0.2.10", load=100.0, **extra):
+def record(hostname, port=3128, public_ip="142.104.60.10", load=100.0, **extra):
     """One cache shaped like shoal_server.render.cache_record."""
     rec = {"hostname": hostname, "squid_port": port, "public_ip": public_ip, "private_ip": "10.0.0.5",
            "external_ip": None, "load": load, "max_load": 122000.0, "distance": 12.5,
@@ -161,3 +161,61 @@ def run_client(args, env=None, flags=(), timeout=60):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ, cwd=CLIENT_SRC)
     out, err = proc.communicate()
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+class DripServer(object):
+    """A TCP server on 127.0.0.1 that sends ``response`` one byte every ``interval`` seconds.
+
+    Every socket read the client makes gets a byte well within its timeout, so only an overall
+    deadline can stop it. ``head`` bytes are sent at once first (e.g. the status line and headers,
+    to drip only the body).
+    """
+
+    def __init__(self, response, interval=0.2, head=0):
+        import socket
+        self.response, self.interval, self.head = response, interval, head
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve)
+        self.thread.daemon = True
+
+    def url(self, path="/nearest"):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def _serve(self):
+        self.sock.settimeout(0.1)
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except (IOError, OSError):
+                continue
+            worker = threading.Thread(target=self._drip, args=(conn,))
+            worker.daemon = True
+            worker.start()
+
+    def _drip(self, conn):
+        try:
+            conn.recv(65536)
+            conn.sendall(self.response[:self.head])
+            for i in range(self.head, len(self.response)):
+                if self.stopping:
+                    break
+                conn.sendall(self.response[i:i + 1])
+                time.sleep(self.interval)
+        except (IOError, OSError):
+            pass
+        finally:
+            conn.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+        return False

@@ -10,9 +10,9 @@ from shoal_client import __version__, minijson
 from shoal_client.cvmfsconf import current_values
 from shoal_client.main import EXIT_CODES, Exit
 
-DOC = nearest_doc(record("squid-b.example.org", 3128, load=5), record("2001:db8::7", 3129),
-                  record(None, 8080, public_ip="192.0.2.44"))
-EXPECTED = "http://squid-b.example.org:3128;http://[2001:db8::7]:3129;http://192.0.2.44:8080;DIRECT"
+DOC = nearest_doc(record("squid-b.example.org", 3128, load=5), record("2a00:1450:4001::7", 3129),
+                  record(None, 8080, public_ip="142.104.60.44"))
+EXPECTED = "http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129;http://142.104.60.44:8080;DIRECT"
 OLD_MTIME = 1000000000
 
 
@@ -29,6 +29,8 @@ class MainTest(unittest.TestCase):
         self.tmp = TempDir()
         self.dir = self.tmp.__enter__()
         self.local = os.path.join(self.dir, "default.local")
+        self.lockdir = TempDir()
+        self.lock = os.path.join(self.lockdir.__enter__(), "shoal-client.lock")
         write_bytes(self.local, REALISTIC_LOCAL)
         os.utime(self.local, (OLD_MTIME, OLD_MTIME))
         self.server = FakeServer({"/nearest": (200, json.dumps(DOC), 0),
@@ -45,9 +47,10 @@ class MainTest(unittest.TestCase):
     def tearDown(self):
         self.server.__exit__(None, None, None)
         self.tmp.__exit__(None, None, None)
+        self.lockdir.__exit__(None, None, None)
 
     def client(self, *args, **env):
-        return run_main(["--cvmfs-config", self.local] + list(args), **env)
+        return run_main(["--cvmfs-config", self.local, "--lock-file", self.lock] + list(args), **env)
 
     def assertUntouched(self):
         self.assertEqual(read_bytes(self.local), REALISTIC_LOCAL)
@@ -88,14 +91,14 @@ class MainTest(unittest.TestCase):
 
     def test_caches_option_appends_n(self):
         code, out, err = self.client("-n", "2", "--dump", "-s", self.server.url())
-        self.assertEqual((code, out), (0, "http://squid-b.example.org:3128;http://[2001:db8::7]:3129;DIRECT\n"))
+        self.assertEqual((code, out), (0, "http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129;DIRECT\n"))
         self.assertEqual(self.server.requests[0][0], "/nearest/2")
 
     def test_dump_and_frontier_write_nothing(self):
         self.assertEqual(self.client("--dump", "-s", self.server.url()), (0, EXPECTED + "\n", ""))
         self.assertEqual(self.client("-f", "-s", self.server.url()),
-                         (0, "(proxyurl=http://squid-b.example.org:3128)(proxyurl=http://[2001:db8::7]:3129)"
-                             "(proxyurl=http://192.0.2.44:8080)\n", ""))
+                         (0, "(proxyurl=http://squid-b.example.org:3128)(proxyurl=http://[2a00:1450:4001::7]:3129)"
+                             "(proxyurl=http://142.104.60.44:8080)\n", ""))
         self.assertUntouched()
 
     def test_minijson_gives_the_same_result(self):
@@ -129,7 +132,7 @@ class MainTest(unittest.TestCase):
         write_bytes(self.local, b"CVMFS_HTTP_PROXY=\"a;\nb\"\n")
         code, out, err = self.client("-s", self.server.url())
         self.assertEqual(code, Exit.FILE_ERROR)
-        self.assertIn("unterminated", err)
+        self.assertIn("continued on the next line", err)
         self.assertEqual(read_bytes(self.local), b"CVMFS_HTTP_PROXY=\"a;\nb\"\n")
 
     def test_unwritable_directory(self):
@@ -142,7 +145,7 @@ class MainTest(unittest.TestCase):
         write_bytes(conf, ("[general]\nshoal_server_url = %s\ndefault_squid_proxy = http://site:3128;DIRECT\n"
                            "caches = 2\n" % self.server.url()).encode("ascii"))
         code, out, err = run_main(["-c", conf, "-d"])
-        self.assertEqual(out, "http://squid-b.example.org:3128;http://[2001:db8::7]:3129;http://site:3128;DIRECT\n")
+        self.assertEqual(out, "http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129;http://site:3128;DIRECT\n")
         code, out, err = run_main(["-c", conf, "-d", "-s", self.server.url("/empty")])
         self.assertEqual(code, Exit.NO_CACHES)
         self.assertEqual(self.server.requests[-1][0], "/empty/2")
@@ -185,7 +188,7 @@ class MainTest(unittest.TestCase):
         self.assertEqual(code, 0)
         for number, name, meaning in EXIT_CODES:
             self.assertIn(meaning, out)
-        for args in (["-n", "0"], ["-n", "x"], ["-s", "ftp://x/"], ["--dump", "--frontier"], ["--nope"],
+        for args in (["-n", "0"], ["-n", "x"], ["-s", "ftp://x/"], ["--nope"], ["--caches"],
                      ["--timeout", "0"], ["extra"]):
             code, out, err = run_main(args)
             self.assertEqual(code, Exit.USAGE, args)

@@ -11,8 +11,8 @@ from _helpers import (CLIENT_SRC, REALISTIC_LOCAL, FakeServer, TempDir, nearest_
 from shoal_client import __version__
 from shoal_client.cvmfsconf import TEMP_SUFFIX, rewrite
 
-DOC = nearest_doc(record("squid-a.example.org", 3128), record("2001:db8::9", 3128))
-VALUE = "http://squid-a.example.org:3128;http://[2001:db8::9]:3128;DIRECT"
+DOC = nearest_doc(record("squid-a.example.org", 3128), record("2a00:1450:4001::9", 3128))
+VALUE = "http://squid-a.example.org:3128;http://[2a00:1450:4001::9]:3128;DIRECT"
 
 # Runs under `python -S -E` (no site-packages, no PYTHON* variables): import and run the client, then
 # report every loaded module that lives outside the standard library and outside shoal_client.
@@ -64,8 +64,10 @@ class ProcessTest(unittest.TestCase):
         self.local = os.path.join(self.dir, "default.local")
         self.conf = os.path.join(self.dir, "shoal_client.conf")
         write_bytes(self.local, REALISTIC_LOCAL)
-        write_bytes(self.conf, ("[general]\nshoal_server_url = %s\ncvmfs_config = %s\n"
-                                % (self.server.url(), self.local)).encode("utf-8"))
+        os.mkdir(os.path.join(self.dir, "run"), 0o700)
+        write_bytes(self.conf, ("[general]\nshoal_server_url = %s\ncvmfs_config = %s\nlock_file = %s\n"
+                                % (self.server.url(), self.local, os.path.join(self.dir, "run", "shoal-client.lock"))
+                                ).encode("utf-8"))
 
     def tearDown(self):
         self.tmp.__exit__(None, None, None)
@@ -107,7 +109,7 @@ class ProcessTest(unittest.TestCase):
         code, out, err = run_client(["-c", self.conf, "-q"])
         self.assertEqual((code, out, err), (0, "", ""))
         self.assertEqual(read_bytes(self.local), rewrite(REALISTIC_LOCAL, VALUE))
-        self.assertEqual(sorted(os.listdir(self.dir)), ["default.local", "shoal_client.conf"])
+        self.assertEqual(sorted(os.listdir(self.dir)), ["default.local", "run", "shoal_client.conf"])
 
 
 if __name__ == "__main__":

@@ -4,15 +4,26 @@ import unittest
 from _helpers import nearest_doc, raises_with, record
 from shoal_client.proxies import (InvalidProxy, InvalidResponse, NoCaches, cache_url, cache_urls, check_server_url,
                                   cvmfs_proxy_value, frontier_string, is_hostname, nearest_url,
-                                  parse_default_proxy, parse_port)
+                                  parse_default_proxy, parse_port, DEFAULT_CACHES, MAX_CACHES)
 
-GOOD_NAMES = ["squid.example.org", "squid.example.org.", "a", "a-b.c", "xn--bcher-kva.example", "192.0.2.1",
-              "255.255.255.255", "2001:db8::1", "::1", "::ffff:192.0.2.1", "SQUID1.Example.ORG", "1a.example",
-              "a" * 63 + ".org"]
-BAD_NAMES = ["", " ", "squid example.org", "-squid.org", "squid-.org", "sq_uid.org", "a..b", ".a", "256.1.1.1",
+# The shared host-name rule (docs/security.md): DNS names with "_", global unicast IP literals only.
+GOOD_NAMES = ["squid.example.org", "a", "a-b.c", "xn--bcher-kva.example", "142.104.60.1", "8.8.8.8",
+              "2a00:1450:4001::1", "2606:4700:4700::1111", "SQUID1.Example.ORG", "1a.example", "a" * 63 + ".org",
+              "squid_05.example.org", "_srv.example.org", "a_", "a." * 125 + "abc"]
+BAD_NAMES = ["", " ", "squid example.org", "-squid.org", "squid-.org", "a..b", ".a", "256.1.1.1",
              "1.2.3", "01.2.3.4", "1.2.3.4.5", "fe80::1%eth0", "[2001:db8::1]", "2001:db8::1::2", "squid.org;rm",
              "squid.org\n", "squid.org:3128", "h\u00e9.org", "a" * 64 + ".org", ("a." * 127) + "ab", "$(reboot)",
-             "`id`", "a\"b", None, 5, ["x"], "12345"]
+             "`id`", "a\"b", None, 5, ["x"], "12345", "squid.example.org.", "a/b", "a@b", "a|b", "a'b", "a\\b",
+             "_-.org", "-_",
+             # IP literals that are not global unicast
+             "127.0.0.1", "127.8.9.1", "0.0.0.0", "255.255.255.255", "240.0.0.1", "224.0.0.1", "239.1.1.1",
+             "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.1.1", "100.64.0.1",
+             "192.0.2.1", "198.51.100.7", "203.0.113.9", "198.18.0.1", "192.0.0.1", "0.1.2.3",
+             "::", "::1", "::ffff:142.104.60.1", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "2001:db8::1",
+             "2002:c000:201::1", "2001::1", "3fff::1", "fec0::1", "4000::1", "64:ff9b:1::1", "100::1",
+             "192.0.0.9", "2001:4:112::1", "2001:20::1",
+             # names for the host itself
+             "localhost", "LOCALHOST", "localhost.localdomain", "ip6-localhost", "localhost6", "x.localhost"]
 
 
 class HostPortTest(unittest.TestCase):
@@ -36,11 +47,11 @@ class CacheUrlTest(unittest.TestCase):
         self.assertEqual(cache_url(record("squid.example.org", 3128)), "http://squid.example.org:3128")
 
     def test_ipv6_literal_is_bracketed(self):
-        self.assertEqual(cache_url(record("2001:DB8::5", 8000)), "http://[2001:db8::5]:8000")
+        self.assertEqual(cache_url(record("2A00:1450:4001::5", 8000)), "http://[2a00:1450:4001::5]:8000")
 
     def test_falls_back_to_public_ip(self):
-        self.assertEqual(cache_url(record(None, public_ip="192.0.2.7")), "http://192.0.2.7:3128")
-        self.assertEqual(cache_url(record("", public_ip="2001:db8::7")), "http://[2001:db8::7]:3128")
+        self.assertEqual(cache_url(record(None, public_ip="142.104.60.7")), "http://142.104.60.7:3128")
+        self.assertEqual(cache_url(record("", public_ip="2a00:1450:4001::7")), "http://[2a00:1450:4001::7]:3128")
 
     def test_cache_port_key_of_old_servers(self):
         rec = record("squid.example.org")
@@ -116,6 +127,46 @@ class ProxyStringTest(unittest.TestCase):
         groups = parse_default_proxy("http://site:3128;DIRECT")
         self.assertEqual(frontier_string(["http://h1:3128"], groups),
                          "(proxyurl=http://h1:3128)(proxyurl=http://site:3128)")
+
+
+    def test_frontier_merged_into_frontier_server_as_upstream(self):
+        # upstream 1.0.4 README: (serverurl=http://PresetServer.ca:3128)(proxyurl=http://PROXY.FROM.SHOAL.1:3128)...
+        ours = ["http://p1.example.org:3128", "http://p2.example.org:3128"]
+        self.assertEqual(frontier_string(ours, (), "(serverurl=http://PresetServer.ca:3128)"),
+                         "(serverurl=http://PresetServer.ca:3128)(proxyurl=http://p1.example.org:3128)"
+                         "(proxyurl=http://p2.example.org:3128)")
+        self.assertEqual(frontier_string(ours, (), "(serverurl=http://s:8000/atlr)(proxyurl=http://old:3128)"
+                                                   "(proxyurl=http://p2.example.org:3128)(retrieve-ziplevel=0)"),
+                         "(serverurl=http://s:8000/atlr)(proxyurl=http://p1.example.org:3128)"
+                         "(proxyurl=http://p2.example.org:3128)(proxyurl=http://old:3128)(retrieve-ziplevel=0)")
+        self.assertEqual(frontier_string(ours[:1], (), "http://s:8000/atlr"),
+                         "http://s:8000/atlr(proxyurl=http://p1.example.org:3128)")
+
+    def test_site_proxies_may_be_private_loopback_or_use_underscores(self):
+        self.assertEqual(parse_default_proxy("http://10.0.0.5:3128|http://squid_2.site.:3128;http://127.0.0.1:3128;"
+                                             "http://[fd00::5]:3128;DIRECT"),
+                         [["http://10.0.0.5:3128", "http://squid_2.site:3128"], ["http://127.0.0.1:3128"],
+                          ["http://[fd00::5]:3128"], ["DIRECT"]])
+
+
+class LimitTest(unittest.TestCase):
+    def test_at_most_n_caches_and_never_more_than_32(self):
+        doc = nearest_doc(*[record("s%d.example.org" % i) for i in range(1000)])
+        urls, warnings = cache_urls(doc)
+        self.assertEqual(urls, ["http://s%d.example.org:3128" % i for i in range(MAX_CACHES)])
+        self.assertEqual((MAX_CACHES, DEFAULT_CACHES), (32, 5))
+        self.assertEqual(cache_urls(doc, 3)[0], ["http://s0.example.org:3128", "http://s1.example.org:3128",
+                                                 "http://s2.example.org:3128"])
+
+    def test_refused_addresses_are_skipped_not_written(self):
+        doc = nearest_doc(record("127.0.0.1"), record("::"), record("0.0.0.0"), record("", public_ip="10.0.0.1"),
+                          record("255.255.255.255"), record("240.0.0.1"), record("localhost"),
+                          record("squid_05.example.org"))
+        urls, warnings = cache_urls(doc)
+        self.assertEqual(urls, ["http://squid_05.example.org:3128"])
+        self.assertEqual(len(warnings), 7)
+        self.assertIn("refusing 'localhost': a name for this host itself", warnings[6])
+        self.assertIn("refusing '127.0.0.1': not a global unicast address", warnings[0])
 
 
 class UrlTest(unittest.TestCase):
