@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 from email.utils import formatdate
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes, urlsplit
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def wsgi_environ(req: _Request, server: Tuple[str, int], peer: Tuple[str, int]) 
         path, query = parts.path or "/", parts.query
     else:
         path, _, query = target.partition("?")
-    environ = {
+    environ: Dict[str, Any] = {
         "REQUEST_METHOD": req.method,
         "SCRIPT_NAME": "",
         "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import socket
 import threading
@@ -255,7 +256,7 @@ class Verifier:
             previous = self._checked.get(e.uuid)
             self._checked[e.uuid] = start
             future = pool.submit(self._check, e, self.targets, timeout)
-            future.add_done_callback(lambda f, e=e: self._finished(e, f, results))
+            future.add_done_callback(functools.partial(self._finished, e, results=results))
             futures[future] = (e, previous)
         pending = set(futures)
         while pending and not self._stop.is_set():
@@ -283,6 +284,7 @@ class Verifier:
             return dict(results)
 
     def _finished(self, entry: CacheEntry, future: concurrent.futures.Future, results: Dict[str, bool]) -> None:
+        """Done-callback of one check (runs in the pool thread that ran it)."""
         if future.cancelled():
             return
         error = future.exception()
