@@ -37,6 +37,7 @@ WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 _TOKEN_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _VERSION_RE = re.compile(rb"HTTP/1\.[0-9]\Z")
 _READ_CHUNK = 16384
+_WRITE_CHUNK = 256 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ class FrontSettings:
     max_body: int = 65536              # Content-Length accepted (no route takes a body) -> 413
     request_timeout: float = 10.0      # from a request's first byte to its last (RequestReadTimeout) -> 408
     idle_timeout: float = 5.0          # a kept-alive connection waiting for its next request
-    write_timeout: float = 30.0        # to hand one response to a reader that does not read
+    write_timeout: float = 30.0        # for each 256 KiB of a response to drain to the client
     max_connections: int = 1000        # open client sockets; beyond: 503 and close
 
 
@@ -275,6 +276,8 @@ class HTTPFront:
             self._open += 1
             try:
                 await self._connection(reader, writer, pool)
+            except Exception:  # noqa: BLE001 - a bug with one connection must not reach the loop
+                logger.exception("HTTP connection failed")
             finally:
                 self._open -= 1
                 if task is not None:
@@ -323,9 +326,13 @@ class HTTPFront:
                 return
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
+        """Write ``data`` in pieces; each must drain within ``write_timeout`` (a rate, not a total:
+        a 30 MB /all to a slow but reading client is fine, a client that stops reading is dropped)."""
+        view = memoryview(data)
         try:
-            writer.write(data)
-            await asyncio.wait_for(writer.drain(), self.settings.write_timeout)
+            for start in range(0, len(view), _WRITE_CHUNK):
+                writer.write(view[start:start + _WRITE_CHUNK])
+                await asyncio.wait_for(writer.drain(), self.settings.write_timeout)
             return True
         except (OSError, asyncio.TimeoutError):
             writer.transport.abort()   # a reader that does not read loses its connection and buffer

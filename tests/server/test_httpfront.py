@@ -231,3 +231,34 @@ def test_the_port_in_use_fails_in_prepare():
         f = HTTPFront(("127.0.0.1", taken.getsockname()[1]), echo_app)
         with pytest.raises(OSError):
             f.prepare()
+
+
+def test_a_client_that_stops_reading_is_dropped_and_a_slow_reader_is_not(front):
+    big = b"x" * (8 * 1024 * 1024)
+
+    def large(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [big]
+
+    f = front(app=large, write_timeout=0.5)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", f.port))
+    stalled.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    deadline = time.monotonic() + 5
+    while f.open_connections and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f.open_connections == 0          # aborted: its 8 MiB answer is no longer held
+    stalled.close()
+    # A reader that takes 2 s overall (well past write_timeout in total) but keeps reading gets it all.
+    s = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    got = 0
+    while True:
+        chunk = s.recv(1024 * 1024)
+        if not chunk:
+            break
+        got += len(chunk)
+        time.sleep(0.25 * len(chunk) / (1024 * 1024))
+    s.close()
+    assert got > len(big)
