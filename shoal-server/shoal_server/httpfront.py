@@ -108,13 +108,21 @@ def parse_head(head: bytes, settings: FrontSettings) -> Tuple[str, str, str, Lis
 
 
 def find_head_end(buf: bytearray, settings: FrontSettings) -> int:
-    """Index just past the head's blank line in ``buf``, or -1 if it has not arrived; enforce limits."""
-    end = buf.find(b"\r\n\r\n")
+    """Index just past the head's blank line in ``buf``, or -1 if it has not arrived; enforce limits.
+
+    Checked on every chunk, so an oversized line or header block is refused as soon as it is
+    seen, without waiting for (or buffering) the rest of it.
+    """
     first = buf.find(b"\r\n")
-    if (first < 0 and len(buf) > settings.max_request_line) or first > settings.max_request_line:
+    if first < 0:
+        if len(buf) > settings.max_request_line:
+            raise _Reject("414 URI Too Long")
+        return -1
+    if first > settings.max_request_line:
         raise _Reject("414 URI Too Long")
-    head_len = end if end >= 0 else len(buf)
-    if head_len - max(first, 0) > settings.max_header_bytes + 2:
+    end = buf.find(b"\r\n\r\n", first)
+    headers_len = (end if end >= 0 else len(buf)) - (first + 2)
+    if headers_len > settings.max_header_bytes:
         raise _Reject("431 Request Header Fields Too Large")
     return end + 4 if end >= 0 else -1
 
