@@ -163,6 +163,8 @@ def fetch_through(proxy_host: str, proxy_port: int, target: Target, timeout: flo
                     return Outcome(False, "answer larger than 1 MiB")
                 chunks.append(chunk)
             data = b"".join(chunks)
+            if length is not None and size < length:
+                return Outcome(False, "answer shorter than its Content-Length")
             return looks_right(target.url, status, data[:length] if length is not None else data)
     except (_Expired, socket.timeout):
         return Outcome(False, f"timed out ({timeout:g} s for the whole fetch)")
