@@ -123,6 +123,7 @@ def settings(**kw):
     return CacheSettings(**base)
 
 
+@pytest.mark.integration
 def test_two_drip_caches_do_not_stall_a_round(caches):
     drips = [caches("drip", drip_every=0.3) for _ in range(2)]
     goods = [caches("good") for _ in range(4)]
@@ -140,6 +141,7 @@ def test_two_drip_caches_do_not_stall_a_round(caches):
     assert all(table.get(f"good{i}").verified for i in range(4))
 
 
+@pytest.mark.integration
 def test_a_round_has_a_budget_and_the_rest_goes_first_next_round(caches):
     """Ten drip caches on two threads would take 5 s; the round stops at its budget (2 s)."""
     drips = [caches("drip", drip_every=0.3) for _ in range(10)]
