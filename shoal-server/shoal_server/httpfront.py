@@ -8,8 +8,10 @@ request's head (request line <= ``max_request_line`` bytes, headers <= ``max_hea
 ``max_headers`` lines) and its body (<= ``max_body``) within ``request_timeout`` seconds of the
 first byte, idle keep-alive connections are closed after ``idle_timeout``, and only a complete
 request reaches the pool of ``threads`` WSGI threads. A slow or idle client therefore costs one
-socket and a few KiB, never a thread; more than ``max_connections`` open sockets are refused
-with 503. Apache + mod_wsgi stays the production front (docs/deployment.md); this one serves
+socket and a few KiB, never a thread. At ``max_connections`` open sockets (fewer if the file
+descriptor limit is lower) a new connection closes the one that has waited longest for its
+request to arrive, so a flood of idle sockets cannot lock real clients out; only when every
+connection is busy in the application is the newcomer answered 503. Apache + mod_wsgi stays the production front (docs/deployment.md); this one serves
 ``shoal-server`` run on its own, the demo and the tests.
 
 Only what Shoal's routes need is implemented: HTTP/1.0 and 1.1, keep-alive, Content-Length
@@ -18,11 +20,13 @@ bodies (no chunked uploads: 501), whole-body responses with Content-Length. Stdl
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import io
 import logging
 import re
+import resource
 import socket
 import sys
 import threading
@@ -52,7 +56,7 @@ class FrontSettings:
     request_timeout: float = 10.0      # from a request's first byte to its last (RequestReadTimeout) -> 408
     idle_timeout: float = 5.0          # a kept-alive connection waiting for its next request
     write_timeout: float = 30.0        # for each 256 KiB of a response to drain to the client
-    max_connections: int = 1000        # open client sockets; beyond: 503 and close
+    max_connections: int = 1000        # open client sockets; beyond: evict the longest waiting, else 503
 
 
 class _Reject(Exception):
@@ -227,7 +231,11 @@ class HTTPFront:
         self._stopping: Optional[asyncio.Event] = None
         self._stop_requested = threading.Event()
         self._open = 0
-        self.refused = 0      # connections answered 503 because max_connections were open
+        # Connections waiting for (or reading) a request, oldest first: the ones a newcomer may evict.
+        self._waiting: "collections.OrderedDict[asyncio.StreamWriter, None]" = collections.OrderedDict()
+        self.max_connections = settings.max_connections
+        self.refused = 0      # connections answered 503: max_connections open, all busy in the app
+        self.evicted = 0      # waiting connections closed to make room for a new one
         self.rejected = 0     # requests answered 4xx/5xx by the front itself (limits, deadlines)
         self.started = threading.Event()
 
@@ -254,6 +262,7 @@ class HTTPFront:
             raise
         sock.setblocking(False)
         self._sock = sock
+        self.max_connections = connection_cap(self.settings.max_connections)
 
     def serve(self) -> None:
         """Serve until ``stop()``; closes every connection and the worker pool on the way out."""
@@ -308,23 +317,30 @@ class HTTPFront:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                           pool: concurrent.futures.Executor) -> None:
         s = self.settings
-        if self._open > s.max_connections:
-            self.refused += 1
-            await self._send(writer, _error_bytes("503 Service Unavailable"))
-            return
+        if self._open > self.max_connections:
+            if not self._waiting:
+                self.refused += 1
+                await self._send(writer, _error_bytes("503 Service Unavailable"))
+                return
+            oldest, _ = self._waiting.popitem(last=False)
+            oldest.transport.abort()   # its reader sees EOF and the connection ends
+            self.evicted += 1
         peer = writer.get_extra_info("peername") or ("", 0)
         local = writer.get_extra_info("sockname") or (self.bind[0], self.bind[1])
         buf = bytearray()
         first = True
         loop = asyncio.get_running_loop()
         while True:
+            self._waiting[writer] = None
             try:
                 req = await self._read_request(reader, buf, s.request_timeout if first else s.idle_timeout)
             except _Reject as err:
                 self.rejected += 1
                 await self._send(writer, _error_bytes(err.status))
                 return
-            if req is None:
+            finally:
+                self._waiting.pop(writer, None)
+            if req is None or writer.is_closing():
                 return
             first = False
             environ = wsgi_environ(req, (local[0], local[1]), (peer[0], peer[1]))
@@ -417,6 +433,17 @@ class HTTPFront:
             return b""
 
 
+def connection_cap(wanted: int, reserve: int = 64) -> int:
+    """``wanted``, lowered to what the file descriptor limit leaves after ``reserve`` for the rest
+    of the process (broker, GeoIP, logs): running out of descriptors would stop ``accept``."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft - reserve >= wanted:
+        return wanted
+    cap = max(10, soft - reserve)
+    logger.warning("http_max_connections %d lowered to %d: the open-file limit is %d", wanted, cap, soft)
+    return cap
+
+
 def serve_forever(front: HTTPFront) -> threading.Thread:
     """Run ``front.serve`` in a daemon thread (prepared already) and wait until it accepts."""
     thread = threading.Thread(target=front.serve, name="shoal-http", daemon=True)
@@ -425,4 +452,4 @@ def serve_forever(front: HTTPFront) -> threading.Thread:
     return thread
 
 
-__all__ = ["FrontSettings", "HTTPFront", "serve_forever", "parse_head", "wsgi_environ", "run_app"]
+__all__ = ["FrontSettings", "HTTPFront", "connection_cap", "serve_forever", "parse_head", "wsgi_environ", "run_app"]

@@ -160,18 +160,53 @@ def test_idle_and_slow_clients_do_not_take_the_threads(front):
             s.close()
 
 
-def test_connections_beyond_the_limit_get_503(front):
+def test_at_the_connection_limit_the_longest_waiting_connection_makes_room(front):
+    """A flood of idle sockets cannot lock real clients out: each newcomer evicts the oldest idler."""
     f = front(max_connections=10)
-    socks = [socket.create_connection(("127.0.0.1", f.port), timeout=5) for _ in range(10)]
+    socks = [socket.create_connection(("127.0.0.1", f.port), timeout=5) for _ in range(30)]
     try:
-        time.sleep(0.2)
-        assert status(exchange(f.port, b"GET / HTTP/1.1\r\n\r\n")) == 503
-        assert f.refused >= 1
+        time.sleep(0.3)
+        assert f.open_connections <= 11
+        assert status(exchange(f.port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")) == 200
+        assert f.evicted >= 20 and f.refused == 0
+        assert socks[0].recv(10) == b""            # the first idler was closed
     finally:
         for s in socks:
             s.close()
-    time.sleep(0.3)
-    assert status(exchange(f.port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")) == 200
+
+
+def test_when_every_connection_is_busy_a_newcomer_gets_503(front):
+    release = threading.Event()
+
+    def blocking(environ, start_response):
+        release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"late"]
+
+    f = front(app=blocking, max_connections=10, threads=10)
+    socks = []
+    try:
+        for _ in range(10):
+            s = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            socks.append(s)
+        time.sleep(0.3)
+        assert status(exchange(f.port, b"GET / HTTP/1.1\r\n\r\n")) == 503
+        assert f.refused == 1
+    finally:
+        release.set()
+        for s in socks:
+            s.close()
+
+
+def test_the_connection_cap_respects_the_file_descriptor_limit(monkeypatch):
+    import resource
+
+    from shoal_server import httpfront
+
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (1024, 4096))
+    assert httpfront.connection_cap(1000) == 960
+    assert httpfront.connection_cap(500) == 500
 
 
 @pytest.mark.parametrize("request_bytes, expected", [
