@@ -31,6 +31,12 @@ class GeneralSettings:
     snapshot_interval: float = setting(30.0, to_float(1, 86400))
     web_threads: int = setting(16, to_int(1, 256))
     status_page_size: int = setting(100, to_int(10, 10000))
+    # The built-in HTTP front (httpfront.py); Apache's equivalents are in docs/deployment.md.
+    http_request_timeout: float = setting(10.0, to_float(0.5, 300))
+    http_idle_timeout: float = setting(5.0, to_float(0.5, 300))
+    http_max_request_line: int = setting(8190, to_int(256, 65536))
+    http_max_header_bytes: int = setting(16384, to_int(1024, 1048576))
+    http_max_connections: int = setting(1000, to_int(10, 100000))
 
 
 @dataclasses.dataclass(frozen=True)

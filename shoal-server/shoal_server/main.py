@@ -8,11 +8,10 @@ import sys
 import threading
 from typing import List, Optional
 
-from cheroot import wsgi
-
 from . import __version__
-from .config import ConfigError, load_config, locate_config
+from .config import ConfigError, GeneralSettings, load_config, locate_config
 from .geo import GeoDatabaseError
+from .httpfront import FrontSettings, HTTPFront
 from .logsetup import setup_logging
 from .service import ShoalService
 
@@ -24,6 +23,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--config", help="INI file (default: $SHOAL_SERVER_CONFIG, /etc/shoal, ~/.shoal)")
     parser.add_argument("--version", action="version", version=f"shoal-server {__version__}")
     return parser.parse_args(argv)
+
+
+def front_settings(general: GeneralSettings) -> FrontSettings:
+    """The built-in front's limits from ``[general]``."""
+    return FrontSettings(threads=general.web_threads, max_request_line=general.http_max_request_line,
+                         max_header_bytes=general.http_max_header_bytes,
+                         request_timeout=general.http_request_timeout, idle_timeout=general.http_idle_timeout,
+                         max_connections=general.http_max_connections)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -42,8 +49,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"shoal-server: {err}", file=sys.stderr)
         return 2
     general = config.general
-    server = wsgi.Server((general.host, general.port), service.wsgi(), numthreads=general.web_threads,
-                         server_name="shoal-server")
+    server = HTTPFront((general.host, general.port), service.wsgi(), front_settings(general))
     try:
         server.prepare()
     except OSError as err:

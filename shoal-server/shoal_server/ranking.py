@@ -9,17 +9,27 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .geo import EARTH_RADIUS_KM, Location
-from .table import UPSTREAM_CODES, CacheEntry, Columns
+from .table import MAX_LOAD_EXPONENT, UPSTREAM_CODES, CacheEntry, Columns, load_fraction
 
 Vector = Tuple[float, float, float]
 
 
 @dataclasses.dataclass(frozen=True)
 class Weights:
-    """``distload_weight`` (w) trades distance against load; ``load_exponent`` (b) shapes load."""
+    """``distload_weight`` (w) trades distance against load; ``load_exponent`` (b) shapes load.
+
+    0 <= w <= 1 and 0 < b <= MAX_LOAD_EXPONENT (the ranges ``[cache]`` accepts): within them no
+    cost can overflow or be NaN, whatever an agent reports.
+    """
 
     distload_weight: float = 0.5
     load_exponent: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.distload_weight <= 1.0:
+            raise ValueError(f"distload_weight {self.distload_weight!r} is not within [0, 1]")
+        if not 0.0 < self.load_exponent <= MAX_LOAD_EXPONENT:
+            raise ValueError(f"load_exponent {self.load_exponent!r} is not within (0, {MAX_LOAD_EXPONENT:g}]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,12 +40,19 @@ class Ranked:
 
 
 def load_term(load: float, max_load: float, exponent: float) -> float:
-    """(load / max_load) ** b; a load above max_load costs more than 1, which is intended."""
-    return (load / max_load) ** exponent if load > 0 else 0.0
+    """f ** b with f = load_fraction(load, max_load); above max_load it costs more than 1, as intended.
+
+    f <= LOAD_FRACTION_CAP and b <= MAX_LOAD_EXPONENT keep the power finite (<= 1e300).
+    """
+    fraction = load_fraction(load, max_load)
+    return fraction ** exponent if fraction > 0 else 0.0
 
 
 def cost(angle: float, load: float, max_load: float, weights: Weights) -> float:
-    """Cost = w * d / (pi * R) + (1 - w) * (load / max_load) ** b, with d = angle * R."""
+    """Cost = w * d / (pi * R) + (1 - w) * f ** b, with d = angle * R and f the clamped load fraction.
+
+    Always finite for valid ``weights``: the Python and the numpy paths share ``load_fraction``.
+    """
     w = weights.distload_weight
     return w * angle / math.pi + (1.0 - w) * load_term(load, max_load, weights.load_exponent)
 

@@ -47,6 +47,29 @@ class CacheEntry:
         return self.hb.verified if self.verified is None else self.verified
 
 
+# Ranking's load fraction is clamped here so that every cost is finite: with the exponent b at
+# most MAX_LOAD_EXPONENT, LOAD_FRACTION_CAP ** b <= 1e300, and w * angle / pi + (1 - w) * that
+# cannot overflow, and never is 0 * inf (NaN) when w = 1. A cache past 1000x its own max_load
+# is simply "as loaded as can be"; its distance then decides among such caches.
+LOAD_FRACTION_CAP = 1000.0
+MAX_LOAD_EXPONENT = 100.0
+
+
+def load_fraction(load: float, max_load: float) -> float:
+    """load / max_load clamped to [0, LOAD_FRACTION_CAP]: the one definition ranking uses.
+
+    Idle (load <= 0) is 0. Anything that cannot be a fraction (max_load <= 0, NaN, an
+    overflowing quotient) counts as fully loaded: a number an agent chose can never make a
+    cache look better than its honest neighbours, nor make a cost NaN.
+    """
+    if load <= 0:
+        return 0.0
+    if not max_load > 0:
+        return LOAD_FRACTION_CAP
+    ratio = load / max_load
+    return ratio if ratio < LOAD_FRACTION_CAP else LOAD_FRACTION_CAP  # NaN and inf land on the cap
+
+
 def _address_hash(address: Optional[str]) -> int:
     # 0 stands for "no address"; a real hash of 0 only costs an exact string comparison.
     return hash(address) if address else 0
@@ -57,7 +80,7 @@ class Columns:
 
     Ranking 100,000 caches in a few milliseconds needs vector arithmetic over contiguous
     arrays; reading the numbers out of 100,000 Python objects alone takes longer than that.
-    ``ratio`` is load / max_load (0 when idle); ``pub``/``ext`` are hashes of public_ip and
+    ``ratio`` is ``load_fraction(load, max_load)``; ``pub``/``ext`` are hashes of public_ip and
     external_ip, so a same-address search is one vector comparison plus an exact check.
     """
 
@@ -103,7 +126,7 @@ class Columns:
                 self.x[i], self.y[i], self.z[i] = unit
             self.pub[i] = _address_hash(hb.public_ip)
             self.ext[i] = _address_hash(hb.external_ip)
-        self.ratio[i] = hb.load / hb.max_load if hb.load > 0 else 0.0
+        self.ratio[i] = load_fraction(hb.load, hb.max_load)
         self.verified[i] = entry.is_verified
         self.upstream[i] = UPSTREAM_CODES.get(hb.upstream, OTHER_UPSTREAM)
         self.last_active[i] = entry.last_active

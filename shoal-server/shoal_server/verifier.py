@@ -5,7 +5,8 @@ With ``[cache] cache_verification = true`` a background thread runs a round ever
 ``GET <verification_origin><path>`` to ``hostname:squid_port`` (the proxy address that
 ``/nearest`` and ``/wpad.dat`` hand to clients) as an HTTP proxy request, with at most
 ``verification_concurrency`` requests in flight and ``verification_timeout`` seconds per
-fetch (connect plus the whole answer). A cache is verified when every path answers 200 with
+fetch (connect plus the whole answer, one deadline however slowly the peer drips it) and a
+round budget (``Verifier.round_budget``) after which unchecked caches wait for the next round. A cache is verified when every path answers 200 with
 a body that looks like the file (a ``.cvmfspublished`` manifest must have its ``C`` catalogue
 line and ``--`` signature separator). The result goes to ``CacheTable.set_verified``;
 ``/nearestverified`` then lists only verified caches. Caches that have never been checked are
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import http.client
+import functools
 import logging
 import socket
 import threading
@@ -81,37 +82,96 @@ def looks_right(url: str, status: int, body: bytes) -> Outcome:
     return Outcome(True, "ok")
 
 
+MAX_HEAD = 64 * 1024
+_RECV = 65536
+
+
+class _Expired(Exception):
+    """The fetch's overall deadline passed."""
+
+
+def log_text(text: str, limit: int = 200) -> str:
+    """Remote text made safe for one log line: control characters, ``\\r``, ``\\n``, escape codes and
+    non-ASCII written as Python escapes (``\\x1b``, ``\\r``), cut to ``limit`` characters. Pure."""
+    return text[:limit].encode("unicode_escape").decode("ascii")[:limit * 4]
+
+
+def parse_status(head: bytes) -> Tuple[int, Dict[str, str]]:
+    """Status code and (lower-cased) headers of a response head; raise ValueError if it is not HTTP. Pure."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit() or len(parts[1]) != 3:
+        raise ValueError("not an HTTP status line: " + lines[0][:80].decode("latin-1"))
+    headers = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if colon:
+            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return int(parts[1]), headers
+
+
+def _recv(sock: socket.socket, deadline: float, clock: Callable[[], float]) -> bytes:
+    remaining = deadline - clock()
+    if remaining <= 0:
+        raise _Expired()
+    sock.settimeout(remaining)
+    try:
+        return sock.recv(_RECV)
+    except socket.timeout:
+        raise _Expired() from None
+
+
 def fetch_through(proxy_host: str, proxy_port: int, target: Target, timeout: float,
                   clock: Callable[[], float] = time.monotonic) -> Outcome:
-    """GET ``target`` via the proxy, within ``timeout`` seconds overall."""
+    """GET ``target`` via the proxy, within ``timeout`` seconds overall: connect, status line, headers
+    and body share one deadline, so a peer that drips its answer a byte at a time is cut off on time.
+
+    HTTP/1.0 with ``Connection: close``: the answer ends at Content-Length or at the close, never chunked.
+    """
     deadline = clock() + timeout
-    conn = http.client.HTTPConnection(proxy_host, proxy_port, timeout=timeout)
+    request = (f"GET {target.url} HTTP/1.0\r\nHost: {target.host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
+               "Connection: close\r\n\r\n").encode("ascii")
     try:
-        conn.request("GET", target.url, headers={"Host": target.host_header, "User-Agent": USER_AGENT,
-                                                 "Connection": "close"})
-        response = conn.getresponse()
-        chunks: List[bytes] = []
-        size = 0
-        while True:
+        with socket.create_connection((proxy_host, proxy_port), timeout=timeout) as sock:
             remaining = deadline - clock()
             if remaining <= 0:
-                return Outcome(False, "timed out reading the answer")
-            if conn.sock is not None:
-                conn.sock.settimeout(remaining)
-            chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > MAX_BODY:
+                raise _Expired()
+            sock.settimeout(remaining)
+            sock.sendall(request)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                if len(buf) > MAX_HEAD:
+                    return Outcome(False, "answer headers larger than 64 KiB")
+                chunk = _recv(sock, deadline, clock)
+                if not chunk:
+                    return Outcome(False, "connection closed before the answer's headers")
+                buf += chunk
+            head, _, body = buf.partition(b"\r\n\r\n")
+            status, headers = parse_status(head)
+            length_text = headers.get("content-length", "")
+            length = int(length_text) if length_text.isdigit() else None
+            if length is not None and length > MAX_BODY:
                 return Outcome(False, "answer larger than 1 MiB")
-            chunks.append(chunk)
-        return looks_right(target.url, response.status, b"".join(chunks))
-    except socket.timeout:
-        return Outcome(False, "timed out")
-    except (OSError, http.client.HTTPException) as err:
+            chunks = [body]
+            size = len(body)
+            while length is None or size < length:
+                chunk = _recv(sock, deadline, clock)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > MAX_BODY:
+                    return Outcome(False, "answer larger than 1 MiB")
+                chunks.append(chunk)
+            data = b"".join(chunks)
+            if length is not None and size < length:
+                return Outcome(False, "answer shorter than its Content-Length")
+            return looks_right(target.url, status, data[:length] if length is not None else data)
+    except (_Expired, socket.timeout):
+        return Outcome(False, f"timed out ({timeout:g} s for the whole fetch)")
+    except ValueError as err:
+        return Outcome(False, str(err))
+    except OSError as err:
         return Outcome(False, f"{type(err).__name__}: {err}"[:200])
-    finally:
-        conn.close()
 
 
 def verify_entry(entry: CacheEntry, targets: Sequence[Target], timeout: float) -> Outcome:
@@ -132,7 +192,10 @@ class Verifier:
         self._table, self._settings, self._stop, self._check, self._clock = table, settings, stop, check, clock
         self.targets = verification_targets(settings.verification_url, settings.verification_origin)
         self._last: Dict[str, bool] = {}
+        self._checked: Dict[str, float] = {}   # uuid -> clock() when its last check was started
+        self._lock = threading.Lock()           # _last, _checked and results: pool threads record too
         self.rounds = 0
+        self.unfinished = 0                     # checks a spent round budget left for a later round
 
     def run(self) -> None:
         logger.info("verifying caches every %.0f s via %s (concurrency %d, timeout %.1f s)",
@@ -161,34 +224,95 @@ class Verifier:
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def round_budget(self) -> float:
+        """Seconds one round may take: the verify interval, never less than one cache's worst case.
+
+        Caches not checked by then keep their last result and go first in the next round, so a few
+        caches that answer slowly (each cut off at ``verification_timeout``) delay the others by at
+        most that much and can never hold verification up for everyone.
+        """
+        per_cache = self._settings.verification_timeout * len(self.targets)
+        return max(self._settings.cache_verify_interval, per_cache + 1.0)
+
     def verify(self, entries: Sequence[CacheEntry],
                pool: Optional[concurrent.futures.Executor] = None) -> Dict[str, bool]:
-        """Check ``entries`` (concurrently when given a pool) and record every result in the table."""
+        """Check ``entries`` (concurrently when given a pool, for at most ``round_budget`` seconds).
+
+        Every result is recorded in the table when its check ends, also one that ends after the
+        budget; the returned dict holds the results that were in by then.
+        """
         timeout = self._settings.verification_timeout
         results: Dict[str, bool] = {}
+        # Least recently attempted first: what a spent budget left over goes first next time.
+        entries = sorted(entries, key=lambda e: self._checked.get(e.uuid, float("-inf")))
         if pool is None:
-            outcomes = [(e, self._check(e, self.targets, timeout)) for e in entries]
-        else:
-            futures = [(e, pool.submit(self._check, e, self.targets, timeout)) for e in entries]
-            outcomes = []
-            for entry, future in futures:
-                if self._stop.is_set():
-                    for _, pending in futures:
-                        pending.cancel()
-                    break
-                outcomes.append((entry, future.result()))
-        for entry, outcome in outcomes:
-            self._table.set_verified(entry.uuid, outcome.ok)
+            for e in entries:
+                self._checked[e.uuid] = self._clock()
+                self._record(e, self._check(e, self.targets, timeout), results)
+            self._forget_gone()
+            return results
+        start = self._clock()
+        deadline = start + self.round_budget()
+        futures: Dict[concurrent.futures.Future, Tuple[CacheEntry, Optional[float]]] = {}
+        for e in entries:
+            previous = self._checked.get(e.uuid)
+            self._checked[e.uuid] = start
+            future = pool.submit(self._check, e, self.targets, timeout)
+            future.add_done_callback(functools.partial(self._finished, e, results=results))
+            futures[future] = (e, previous)
+        pending = set(futures)
+        while pending and not self._stop.is_set():
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                break
+            _, pending = concurrent.futures.wait(pending, timeout=min(remaining, 0.5),
+                                                 return_when=concurrent.futures.FIRST_COMPLETED)
+        left = 0
+        for future in pending:
+            if future.cancel():          # never started: it keeps its place at the front of the queue
+                left += 1
+                e, previous = futures[future]
+                with self._lock:
+                    if previous is None:
+                        self._checked.pop(e.uuid, None)
+                    else:
+                        self._checked[e.uuid] = previous
+        if left and not self._stop.is_set():
+            self.unfinished += left
+            logger.warning("verification round budget of %.0f s spent: %d of %d caches left for the next round",
+                           self.round_budget(), left, len(entries))
+        self._forget_gone()
+        with self._lock:
+            return dict(results)
+
+    def _finished(self, entry: CacheEntry, future: concurrent.futures.Future, results: Dict[str, bool]) -> None:
+        """Done-callback of one check (runs in the pool thread that ran it)."""
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            logger.error("verifying %s failed: %s", entry.uuid, log_text(repr(error)))
+            return
+        self._record(entry, future.result(), results)
+
+    def _record(self, entry: CacheEntry, outcome: Outcome, results: Dict[str, bool]) -> None:
+        self._table.set_verified(entry.uuid, outcome.ok)
+        with self._lock:
             results[entry.uuid] = outcome.ok
-            if self._last.get(entry.uuid) != outcome.ok:
-                log = logger.info if outcome.ok else logger.warning
-                log("cache %s %s: %s", hostport(entry.hb.hostname, entry.hb.squid_port),
-                    "verified" if outcome.ok else "failed verification", outcome.reason)
+            changed = self._last.get(entry.uuid) != outcome.ok
             self._last[entry.uuid] = outcome.ok
+        if changed:
+            log = logger.info if outcome.ok else logger.warning
+            # The reason may quote the peer (a status line, an error text): escaped, it stays one line.
+            log("cache %s %s: %s", hostport(entry.hb.hostname, entry.hb.squid_port),
+                "verified" if outcome.ok else "failed verification", log_text(outcome.reason))
+
+    def _forget_gone(self) -> None:
         live = {e.uuid for e in self._table.snapshot()}
-        for uuid in [u for u in self._last if u not in live]:
-            del self._last[uuid]
-        return results
+        with self._lock:
+            for known in (self._last, self._checked):
+                for uuid in [u for u in known if u not in live]:
+                    del known[uuid]
 
 
 def build_verifier(config: ServerConfig, table: CacheTable, stop: threading.Event) -> Optional[Verifier]:
