@@ -9,9 +9,10 @@ request's head (request line <= ``max_request_line`` bytes, headers <= ``max_hea
 first byte, idle keep-alive connections are closed after ``idle_timeout``, and only a complete
 request reaches the pool of ``threads`` WSGI threads. A slow or idle client therefore costs one
 socket and a few KiB, never a thread. At ``max_connections`` open sockets (fewer if the file
-descriptor limit is lower) a new connection closes the one that has waited longest for its
-request to arrive, so a flood of idle sockets cannot lock real clients out; only when every
-connection is busy in the application is the newcomer answered 503. Apache + mod_wsgi stays the production front (docs/deployment.md); this one serves
+descriptor limit is lower) a new connection closes a waiting one of the client address holding
+the most (its longest-silent, else its longest-waiting), so a host flooding idle sockets
+pushes out its own, not other clients; only when every connection is busy in the application
+is the newcomer answered 503. Apache + mod_wsgi stays the production front (docs/deployment.md); this one serves
 ``shoal-server`` run on its own, the demo and the tests.
 
 Only what Shoal's routes need is implemented: HTTP/1.0 and 1.1, keep-alive, Content-Length
@@ -231,8 +232,9 @@ class HTTPFront:
         self._stopping: Optional[asyncio.Event] = None
         self._stop_requested = threading.Event()
         self._open = 0
-        # Connections waiting for (or reading) a request, oldest first: the ones a newcomer may evict.
-        self._waiting: "collections.OrderedDict[asyncio.StreamWriter, None]" = collections.OrderedDict()
+        # Per client address, its connections waiting for (or reading) a request, oldest first, with
+        # what each has sent of it: the ones a newcomer may evict (see _victim).
+        self._waiting: Dict[str, "collections.OrderedDict[asyncio.StreamWriter, bytearray]"] = {}
         self.max_connections = settings.max_connections
         self.refused = 0      # connections answered 503: max_connections open, all busy in the app
         self.evicted = 0      # waiting connections closed to make room for a new one
@@ -318,12 +320,13 @@ class HTTPFront:
                           pool: concurrent.futures.Executor) -> None:
         s = self.settings
         if self._open > self.max_connections:
-            if not self._waiting:
+            await asyncio.sleep(0)   # let bytes that have arrived reach their connections' buffers
+            victim = self._victim()
+            if victim is None:
                 self.refused += 1
                 await self._send(writer, _error_bytes("503 Service Unavailable"))
                 return
-            oldest, _ = self._waiting.popitem(last=False)
-            oldest.transport.abort()   # its reader sees EOF and the connection ends
+            victim.transport.abort()   # its reader sees EOF and the connection ends
             self.evicted += 1
         peer = writer.get_extra_info("peername") or ("", 0)
         local = writer.get_extra_info("sockname") or (self.bind[0], self.bind[1])
@@ -331,7 +334,8 @@ class HTTPFront:
         first = True
         loop = asyncio.get_running_loop()
         while True:
-            self._waiting[writer] = None
+            waiting = self._waiting.setdefault(peer[0], collections.OrderedDict())
+            waiting[writer] = buf
             try:
                 req = await self._read_request(reader, buf, s.request_timeout if first else s.idle_timeout)
             except _Reject as err:
@@ -339,7 +343,9 @@ class HTTPFront:
                 await self._send(writer, _error_bytes(err.status))
                 return
             finally:
-                self._waiting.pop(writer, None)
+                waiting.pop(writer, None)
+                if not waiting and self._waiting.get(peer[0]) is waiting:
+                    del self._waiting[peer[0]]
             if req is None or writer.is_closing():
                 return
             first = False
@@ -348,6 +354,22 @@ class HTTPFront:
             data = _response_bytes(status, headers, body, req.keep_alive, req.method == "HEAD")
             if not await self._send(writer, data) or not req.keep_alive:
                 return
+
+    def _victim(self) -> Optional[asyncio.StreamWriter]:
+        """The connection a newcomer replaces: of the address with the most waiting connections
+        (one flooding host cannot push out the others), its longest-waiting silent one, else its
+        longest-waiting one. None when no connection is waiting (all are busy in the app)."""
+        if not self._waiting:
+            return None
+        address = max(self._waiting, key=lambda a: len(self._waiting[a]))
+        waiting = self._waiting[address]
+        victim = next((w for w, pending in waiting.items() if not pending), None)
+        if victim is None:
+            victim = next(iter(waiting))
+        del waiting[victim]
+        if not waiting:
+            del self._waiting[address]
+        return victim
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
         """Write ``data`` in pieces; each must drain within ``write_timeout`` (a rate, not a total:

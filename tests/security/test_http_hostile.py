@@ -96,3 +96,19 @@ def test_request_line_and_headers_have_limits(live):
     with socket.create_connection(("127.0.0.1", live.port), timeout=5) as s:
         s.sendall(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 414 ")
+
+
+def test_more_idle_sockets_than_the_connection_cap_do_not_lock_clients_out(server_factory):
+    """300 idle sockets (reconnecting whenever closed) from 127.0.0.2 against a cap of 100: the
+    newcomers evict the flooder's own idlers, and clients on 127.0.0.1 keep being served."""
+    srv = server_factory(general={"http_max_connections": 100})
+    attack = Attack("127.0.0.1", srv.port, idle=300, duration=12.0, source="127.0.0.2")
+    attack.start()
+    try:
+        assert attack.ready.wait(20)
+        results = probe_for(urls(srv), 6.0, pause=0.2, timeout=3.0)
+    finally:
+        attack.stop()
+        attack.join(10)
+    assert_all_answered_fast(results)
+    assert attack.closed >= 200          # the longest-waiting idlers made room

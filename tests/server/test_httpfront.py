@@ -160,18 +160,32 @@ def test_idle_and_slow_clients_do_not_take_the_threads(front):
             s.close()
 
 
-def test_at_the_connection_limit_the_longest_waiting_connection_makes_room(front):
-    """A flood of idle sockets cannot lock real clients out: each newcomer evicts the oldest idler."""
+def connect_from(source, port):
+    s = socket.socket()
+    s.settimeout(5)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def test_at_the_connection_limit_the_flooding_address_makes_room(front):
+    """A flood of idle sockets cannot lock others out: each newcomer evicts the flooder's oldest idler,
+    never the older idle connection of another address."""
     f = front(max_connections=10)
-    socks = [socket.create_connection(("127.0.0.1", f.port), timeout=5) for _ in range(30)]
+    other = connect_from("127.0.0.1", f.port)           # the oldest of all, but not the flooder
+    flood = [connect_from("127.0.0.2", f.port) for _ in range(30)]
     try:
         time.sleep(0.3)
         assert f.open_connections <= 11
         assert status(exchange(f.port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")) == 200
         assert f.evicted >= 20 and f.refused == 0
-        assert socks[0].recv(10) == b""            # the first idler was closed
+        assert flood[0].recv(10) == b""                 # the flooder's first idler was closed
+        other.settimeout(0.2)
+        with pytest.raises(socket.timeout):
+            other.recv(10)                              # still open
     finally:
-        for s in socks:
+        other.close()
+        for s in flood:
             s.close()
 
 

@@ -26,8 +26,9 @@ class Attack(threading.Thread):
     """
 
     def __init__(self, host: str, port: int, idle: int = 0, slow: int = 0, interval: float = 5.0,
-                 duration: float = 20.0) -> None:
+                 duration: float = 20.0, source: str = "") -> None:
         super().__init__(name="hostile-attack", daemon=True)
+        self.source = source   # e.g. "127.0.0.2": attack from another loopback address than the probes
         self.addr, self.idle, self.slow, self.interval, self.duration = (host, port), idle, slow, interval, duration
         self.closed = 0
         self.opened = 0
@@ -42,6 +43,8 @@ class Attack(threading.Thread):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(2.0)
         try:
+            if self.source:
+                s.bind((self.source, 0))
             s.connect(self.addr)
         except OSError:
             self.connect_errors += 1
