@@ -108,12 +108,26 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+# Keys of the 2014-2025 agents (hep-gc/shoal 0.7.1 ... master) that no longer mean anything here,
+# each with what replaces it: old files load with one warning per key (tests/compat/configs/).
+_NO_ACCESS_FLAGS = ("ignored: this agent sends no access flags; the server decides which clients get a cache "
+                    "(verification and its policy)")
+OBSOLETE = {
+    "general.global_access": _NO_ACCESS_FLAGS,                          # 0.9.5-0.9.9
+    "general.domain_access": _NO_ACCESS_FLAGS,                          # 0.9.5-0.9.9
+    "general.access_level": _NO_ACCESS_FLAGS + "; for a cache no client may use, do not run the agent",  # 0.9.9
+    "general.cloud": "ignored (no server ever used it)",                # 0.7.1-HEAD
+    "general.admin_email": "ignored: the agent sends no mail; problems go to [logging] log_file",  # 1.0.x-HEAD
+    "general.verified": "ignored: the server verifies caches itself ([cache] cache_verification)",
+    "general.test_targeturl": "replaced by [squid] check_url",
+    "general.load_factor": "ignored: [general] max_load is the ceiling in KB/s (the interface speed is not read)",
+    "rabbitmq.amqp_exchange_type": "ignored: the exchange is always a non-durable topic exchange",
+}
+
 SCHEMA = Schema(
     sections={"general": GeneralSettings, "squid": SquidSettings, "rabbitmq": RabbitSettings,
               "logging": LoggingSettings},
-    # Keys of the 2013-2024 agents that no longer mean anything keep old files loading.
-    obsolete=("general.admin_email", "general.cloud", "general.verified", "general.test_targeturl",
-              "general.load_factor", "rabbitmq.amqp_exchange_type"),
+    obsolete=OBSOLETE,
 )
 
 

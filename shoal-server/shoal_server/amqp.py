@@ -6,6 +6,7 @@ only the standard library, pika and ``inifile`` (also shared).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import ssl
 from typing import List, Tuple
@@ -15,6 +16,8 @@ import pika.credentials
 import pika.exceptions
 
 from .inifile import ConfigError, setting, to_int, to_list, to_path
+
+logger = logging.getLogger(__name__)
 
 # The exchange exactly as 2014-2024 Shoal agents and servers declare it: a mismatch in any
 # flag makes RabbitMQ close the channel with PRECONDITION_FAILED.
@@ -54,6 +57,21 @@ class RabbitSettings:
         """TLS without ``use_credentials`` authenticates with the certificate (SASL EXTERNAL)."""
         return self.use_ssl and not self.use_credentials
 
+    def plain_login(self) -> Tuple[str, str]:
+        """User name and password for PLAIN login: ours with ``use_credentials``, else guest/guest.
+
+        Every upstream release since 0.9.5 reads ``amqp_username``/``amqp_password`` only when
+        ``use_credentials = true`` and otherwise logs in as RabbitMQ's default guest user.
+        """
+        return (self.amqp_username, self.amqp_password) if self.use_credentials else GUEST_LOGIN
+
+    def ignored_login(self) -> bool:
+        """True when a user name or password is set but ``use_credentials`` is off, so unused."""
+        return not self.use_credentials and (self.amqp_username, self.amqp_password) != GUEST_LOGIN
+
+
+GUEST_LOGIN = ("guest", "guest")
+
 
 def _strip_scheme(url: str) -> str:
     for scheme in ("amqps://", "amqp://"):
@@ -87,6 +105,10 @@ def check_settings(settings: RabbitSettings, path: str) -> None:
             parse_hostport(name, settings.amqp_port)
         except ValueError as err:
             raise ConfigError(path, "rabbitmq", key, str(err)) from None
+    if settings.ignored_login():
+        logger.warning("%s: [rabbitmq] amqp_username/amqp_password are not used without use_credentials = true: "
+                       "%s (set use_credentials = true to log in with them)", path,
+                       "the certificate logs in (SASL EXTERNAL)" if settings.use_ssl else "logging in as guest")
     if not settings.use_ssl:
         return
     needed = ["amqp_ca_cert"]
@@ -158,7 +180,7 @@ def connection_params(settings: RabbitSettings, host: str, port: int) -> pika.Co
     if settings.uses_external_auth():
         credentials = pika.credentials.ExternalCredentials()
     else:
-        credentials = pika.PlainCredentials(settings.amqp_username, settings.amqp_password)
+        credentials = pika.PlainCredentials(*settings.plain_login())
     ssl_options = None
     if settings.use_ssl:
         context = make_ssl_context(settings.amqp_ca_cert, settings.amqp_client_cert, settings.amqp_client_key)
@@ -201,7 +223,7 @@ def authenticated_user(settings: RabbitSettings) -> str:
     """Return the user name the broker will see: the certificate CN under EXTERNAL, else the login."""
     if settings.uses_external_auth():
         return certificate_cn(settings.amqp_client_cert)
-    return settings.amqp_username
+    return settings.plain_login()[0]
 
 
 def certificate_cn(cert_path: str) -> str:

@@ -1,0 +1,155 @@
+"""Every upstream shoal-agent config file of 2014-2025 loads in our agent, with warnings only.
+
+tests/compat/configs/<release>/shoal_agent.conf holds, per hep-gc/shoal release, every key that
+release's shoal_agent/config.py reads, with the values of its sample file (see each file's header).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import pytest
+
+from shoal_agent.config import OBSOLETE, ConfigError, load_config
+
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+RELEASES = ["0.7.1", "shoal-agent-0.9.5", "agent-0.9.9", "shoal-agent-1.0.2", "HEAD"]
+
+# release -> the obsolete keys its file carries: exactly one warning each, nothing else.
+EXPECTED_OBSOLETE = {
+    "0.7.1": {"cloud"},
+    "shoal-agent-0.9.5": {"cloud", "global_access", "domain_access"},
+    "agent-0.9.9": {"cloud", "global_access", "domain_access", "access_level"},
+    "shoal-agent-1.0.2": {"cloud", "admin_email"},
+    "HEAD": {"cloud", "admin_email"},
+}
+# HEAD's file sets amqp_username with use_credentials = False: said once, upstream logs in as guest.
+EXTRA_WARNINGS = {"HEAD": 1}
+
+
+def path_of(release: str) -> str:
+    return os.path.join(CONFIGS, release, "shoal_agent.conf")
+
+
+def load_with_warnings(path: str, caplog):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        config = load_config(path)
+    return config, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_every_release_has_a_config_file():
+    assert sorted(os.listdir(CONFIGS)) == sorted(RELEASES)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_upstream_config_loads_with_one_warning_per_obsolete_key(release, caplog):
+    config, warnings = load_with_warnings(path_of(release), caplog)
+    keys = {m.group(1) for m in (re.search(r"\[general\] (\w+) is obsolete: ", w) for w in warnings) if m}
+    assert keys == EXPECTED_OBSOLETE[release], warnings
+    assert len(warnings) == len(EXPECTED_OBSOLETE[release]) + EXTRA_WARNINGS.get(release, 0), warnings
+    for key in keys:  # each warning names what replaces the key or says it is ignored
+        (text,) = [w for w in warnings if f"] {key} is obsolete: " in w]
+        assert text.endswith(OBSOLETE[f"general.{key}"]) and len(OBSOLETE[f"general.{key}"]) > 10
+    # The values the release meant are the values we use.
+    assert config.general.interval == 30.0
+    assert config.general.squid_port == 3128
+    assert config.general.max_load == 122000.0
+    assert config.rabbitmq.amqp_port == 5672 and config.rabbitmq.amqp_exchange == "shoal"
+    assert config.rabbitmq.use_ssl is False
+    assert config.logging.logging_level == "error"
+    assert config.logging.log_file == "/var/log/shoal_agent.log"
+
+
+def test_host_values_with_stray_blanks_are_read_as_meant():
+    # 0.9.5's sample has "amqp_server_url = localhost " and 0.9.9's "external_ip =  ".
+    config = load_config(path_of("agent-0.9.9"))
+    assert (config.rabbitmq.amqp_server_url, config.general.external_ip) == ("localhost", "")
+    assert load_config(path_of("HEAD")).rabbitmq.amqp_server_url == "shoal.heprc.uvic.ca"
+
+
+def test_head_use_credentials_false_means_guest_as_upstream(caplog):
+    """HEAD reads amqp_username/amqp_password only with use_credentials = true; otherwise guest."""
+    config, _ = load_with_warnings(path_of("HEAD").replace("HEAD", "0.7.1"), caplog)
+    assert config.rabbitmq.plain_login() == ("guest", "guest")
+
+    text = open(path_of("HEAD")).read()
+    assert "use_credentials=False" in text and "amqp_username=shoal" in text
+    config = load_config(path_of("HEAD"))
+    assert config.rabbitmq.plain_login() == ("guest", "guest")
+
+
+def test_use_credentials_true_logs_in_with_the_configured_user(tmp_path):
+    text = open(path_of("HEAD")).read().replace("use_credentials=False", "use_credentials=True")
+    conf = tmp_path / "shoal_agent.conf"
+    conf.write_text(text)
+    assert load_config(str(conf)).rabbitmq.plain_login() == ("shoal", "secret")
+
+
+def test_ignored_login_is_said_once(tmp_path, caplog):
+    conf = tmp_path / "shoal_agent.conf"
+    conf.write_text("[rabbitmq]\namqp_username = shoal\namqp_password = secret\n")
+    _, warnings = load_with_warnings(str(conf), caplog)
+    assert len(warnings) == 1 and "logging in as guest" in warnings[0] and "use_credentials" in warnings[0]
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_misspelt_current_key_is_still_an_error(release, tmp_path):
+    text = open(path_of(release)).read().replace("interval", "intervall", 1)
+    conf = tmp_path / "shoal_agent.conf"
+    conf.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(conf))
+    assert (err.value.section, err.value.key, err.value.exit_code) == ("general", "intervall", 2)
+
+
+def test_an_obsolete_key_in_the_wrong_section_is_an_error(tmp_path):
+    """The table is per section: global_access under [rabbitmq] is a mistake, not an old file."""
+    conf = tmp_path / "shoal_agent.conf"
+    conf.write_text("[rabbitmq]\nglobal_access = True\n")
+    with pytest.raises(ConfigError, match=r"\[rabbitmq\] global_access: unknown key"):
+        load_config(str(conf))
+
+
+def test_the_agent_binary_starts_from_an_upstream_file(tmp_path):
+    """`shoal-agent --dry-run` with 0.9.9's file: warnings on stderr, no config error (exit 2)."""
+    import subprocess
+    import sys
+
+    text = open(path_of("agent-0.9.9")).read().replace("/var/log/shoal_agent.log", str(tmp_path / "a.log"))
+    text = text.replace("external_ip =  ", "external_ip = 192.0.2.10")
+    conf = tmp_path / "shoal_agent.conf"
+    conf.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "shoal_agent", "--config", str(conf), "--dry-run"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
+    log = proc.stdout + proc.stderr + (tmp_path / "a.log").read_text() if (tmp_path / "a.log").exists() else \
+        proc.stdout + proc.stderr
+    assert proc.returncode != 2, log
+    assert "access_level is obsolete" in log, log
+
+
+@pytest.mark.integration
+def test_head_file_without_use_credentials_logs_in_as_guest_on_a_real_broker(tmp_path, exchange):
+    """HEAD's file names a user the broker does not know; with use_credentials = False upstream (and we)
+    log in as guest, so `shoal-agent --once` gets its heartbeat confirmed by the machine's broker."""
+    import subprocess
+    import sys
+
+    text = open(path_of("HEAD")).read()
+    text = (text.replace("amqp_server_url=shoal.heprc.uvic.ca", "amqp_server_url=127.0.0.1")
+            .replace("amqp_exchange=shoal", f"amqp_exchange={exchange}")
+            .replace("external_ip=\n", "external_ip=192.0.2.10\n")
+            .replace("/var/log/shoal_agent.log", str(tmp_path / "agent.log")))
+    conf = tmp_path / "shoal_agent.conf"
+    conf.write_text(text)
+    env = {**os.environ, "HOME": str(tmp_path)}
+    once = [sys.executable, "-m", "shoal_agent", "--config", str(conf), "--once"]
+    proc = subprocess.run(once, capture_output=True, text=True, timeout=90, env=env)
+    log = (tmp_path / "agent.log").read_text() if (tmp_path / "agent.log").exists() else ""
+    assert proc.returncode == 0, proc.stdout + proc.stderr + log
+
+    # The same file with use_credentials = True really uses the (unknown) user: refused.
+    conf.write_text(text.replace("use_credentials=False", "use_credentials=True"))
+    proc = subprocess.run(once, capture_output=True, text=True, timeout=90, env=env)
+    assert proc.returncode != 0
