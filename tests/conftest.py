@@ -8,9 +8,49 @@ import uuid
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from support import tools  # noqa: E402
 from support.heartbeats import Publisher  # noqa: E402
 from support.procs import ServerProcess  # noqa: E402
+
+# What makes a test an integration test (deselected by `make test-fast`), decided here in one place:
+# a directory whose tests all drive installed software, a fixture that starts a process or needs the
+# shared broker, or a module listed below; plus an explicit @pytest.mark.integration anywhere.
+INTEGRATION_DIRS = {"deploy", "reliability"}
+PROCESS_FIXTURES = {
+    "exchange", "publisher", "server_factory", "server",            # shared broker, shoal-server processes
+    "agent_factory",                                                 # shoal-agent processes (tests/agent)
+    "rabbit", "rabbit_conf", "servers", "agents",                    # private RabbitMQ nodes (reliability)
+    "browser_factory",                                               # headless Chromium (tests/web)
+    "suite_results", "wheel",                                        # pyenv interpreters, pip builds (client)
+    "installed_shoal", "www", "built",                               # pip/RPM installs (tests/deploy)
+}
+# Modules whose own helpers start brokers, Squid, Apache, Node, puppet, the demo or the CLIs.
+INTEGRATION_MODULES = {
+    "tests/test_typing.py",
+}
+
+
+def is_integration(item: pytest.Item) -> bool:
+    """True when ``item`` starts processes or drives installed software (see the tables above)."""
+    rel = os.path.relpath(str(item.path), ROOT).replace(os.sep, "/")
+    parts = rel.split("/")
+    return (item.get_closest_marker("integration") is not None
+            or (len(parts) > 2 and parts[1] in INTEGRATION_DIRS)
+            or rel in INTEGRATION_MODULES
+            or bool(PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ()))))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if is_integration(item) and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_runtest_setup(item):
+    tools.check_marks(item)  # needs_tool marks: skip locally, fail under CI=true
+
 
 SHARED_BROKER = {"amqp_server_url": "127.0.0.1", "amqp_port": 5672,
                  "amqp_username": "guest", "amqp_password": "guest"}

@@ -12,6 +12,7 @@ import pytest
 from agenthelp import entries, wait_until
 from shoal_agent.config import SCHEMA, load_config
 from support.procs import write_ini
+from support.tools import requires
 
 CONF = os.path.join(os.path.dirname(__file__), "..", "..", "shoal-agent", "conf")
 SAMPLE = os.path.join(CONF, "shoal_agent.conf")
@@ -48,7 +49,7 @@ def test_systemd_unit():
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
-@pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate not installed")
+@requires("logrotate", shutil.which("logrotate") is not None)
 def test_logrotate_file_parses(tmp_path):
     with open(os.path.join(CONF, "shoal-agent.logrotate")) as handle:
         text = handle.read().replace("/var/log/shoal-agent", str(tmp_path)).replace("su shoal shoal", "")

@@ -6,8 +6,9 @@ import pytest
 
 from agenthelp import dry_run_heartbeat, entries, wait_until
 from support.squid import Origin, Squid, squid_binary
+from support.tools import requires
 
-pytestmark = pytest.mark.skipif(squid_binary() is None, reason="squid is not installed (.ci/run installs it)")
+pytestmark = requires("squid", squid_binary() is not None)
 
 BIG = 2_000_000
 

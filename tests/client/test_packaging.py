@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 from shoal_client import __version__
+from support.tools import missing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PY27 = os.path.join(os.environ.get("SHOAL_PYENV_VERSIONS", "/root/.pyenv/versions"), "2.7.18", "bin", "python")
@@ -44,7 +45,7 @@ def test_one_universal_wheel_with_every_module_and_the_command(wheel):
 @pytest.mark.parametrize("python", [sys.executable, PY27], ids=["venv", "2.7"])
 def test_wheel_installs_and_runs(wheel, tmp_path, python):
     if not os.access(python, os.X_OK):
-        pytest.skip(f"{python} is absent")
+        missing("pyenv Python", python)
     target = tmp_path / "prefix"
     # --ignore-installed: without it pip would uninstall the venv's editable shoal-client first.
     subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from support.tools import missing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORTABLE = os.path.join(ROOT, "tests", "client", "portable")
@@ -82,6 +83,6 @@ def test_enough_interpreters_found():
 def test_portable_suite(python, suite_results):
     res = suite_results[python]
     if res["absent"]:
-        pytest.skip(f"{python} is absent")
+        missing("pyenv Python", python)
     assert res["returncode"] == 0, f"portable suite failed under {python} ({res['version']}):\n{res['stderr'][-6000:]}"
     assert res["tests"] >= MIN_TESTS, res["stderr"][-2000:]

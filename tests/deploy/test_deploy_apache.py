@@ -21,6 +21,7 @@ import pytest
 from support.heartbeats import upstream_heartbeat
 from support.procs import http_get, write_ini
 from support.rabbitnode import free_port, wait_port
+from support.tools import requires
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONF_DIR = os.path.join(ROOT, "shoal-server", "conf")
@@ -33,8 +34,7 @@ CACHES = [("142.90.0.1", 500.0), ("128.142.0.1", 100.0), ("131.225.0.1", 900.0),
           ("193.62.0.1", 50.0), ("202.122.32.1", 10.0), ("134.158.0.1", 300.0)]
 CLIENT_IP = "142.103.0.1"
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(APACHE) and os.path.exists(f"{MODULES}/mod_wsgi.so")),
-                                reason="apache2 with mod_wsgi (libapache2-mod-wsgi-py3) is not installed")
+pytestmark = requires("mod_wsgi", os.path.exists(APACHE) and os.path.exists(f"{MODULES}/mod_wsgi.so"), "apache2 with mod_wsgi")
 
 
 def substitute(text: str, old: str, new: str) -> str:

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import configparser
-import shutil
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
 from deploy_helpers import ROOT, make_env, run
+from support.tools import require, requires
 
 MODULE = ROOT / "puppet" / "shoal"
 
-pytestmark = pytest.mark.skipif(not shutil.which("puppet"), reason="puppet is not installed")
+pytestmark = requires("puppet")
 
 
 def puppet_env(tmp_path: Path) -> Dict[str, str]:
@@ -79,8 +79,7 @@ def test_parser_validate_and_lint():
     assert {Path(m).name for m in manifests} >= {"init.pp", "agent.pp", "squid.pp"}
     run(["puppet", "parser", "validate", *manifests])
     run(["puppet", "epp", "validate", *sorted(str(p) for p in (MODULE / "templates").glob("*.epp"))])
-    if not shutil.which("puppet-lint"):
-        pytest.skip("puppet-lint is not installed")
+    require("puppet-lint")
     lint = run(["puppet-lint", "--fail-on-warnings", str(MODULE / "manifests")], check=False)
     assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
 
@@ -146,9 +145,7 @@ def test_agent_config_template_is_read_by_the_agent(rendered):
 
 def test_squid_template_is_accepted_by_squid(rendered):
     """squid -k parse accepts what shoal::squid writes (and rejects a broken file, so the check is real)."""
-    squid = shutil.which("squid") or shutil.which("squid", path="/usr/sbin")
-    if not squid:
-        pytest.skip("squid is not installed")
+    squid = require("squid")
     conf = rendered / "squid.conf"
     assert "http_port 3999" in conf.read_text() and "collapsed_forwarding on" in conf.read_text()
     ok = run([squid, "-k", "parse", "-f", str(conf)], check=False)

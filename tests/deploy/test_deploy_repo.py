@@ -10,10 +10,11 @@ from typing import Dict, List, Optional
 import pytest
 
 from deploy_helpers import PACKAGES, ROOT, make_env, run
+from support.tools import in_ci, requires
 
 MAKE_REPO = str(ROOT / "repo" / "make-repo.sh")
 
-pytestmark = pytest.mark.skipif(not shutil.which("dnf"), reason="dnf is not installed")
+pytestmark = [requires("dnf"), requires("createrepo_c"), requires("rpm")]
 
 
 def dnf(work: Path, *args: str, reposdir: Optional[Path] = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -115,7 +116,7 @@ def test_signed_repository(built, www, gnupg, tmp_path, dnf_keyrings):
         assert section["gpgkey"] == f"{url}/RPM-GPG-KEY-shoal"
 
     # Puppet's class shoal writes the same file for the same URL.
-    if shutil.which("puppet"):
+    if shutil.which("puppet") or in_ci():
         rendered = run(["puppet", "epp", "render", str(ROOT / "puppet/shoal/templates/shoal.repo.epp"), "--values",
                         f"{{baseurl => '{url}', gpgcheck => true, gpgkey => '{url}/RPM-GPG-KEY-shoal',"
                         " enable_dev => false}"], env=make_env(HOME=str(tmp_path))).stdout

@@ -12,6 +12,7 @@ from typing import Dict, List, Set
 import pytest
 
 from deploy_helpers import PACKAGES, ROOT, make_env, package_version, run
+from support.tools import require
 
 SITELIB_RE = re.compile(r"^/usr/lib/python3\.\d+/site-packages/")
 UNITS = {"server": "shoal-server.service", "agent": "shoal-agent.service"}
@@ -240,8 +241,7 @@ def test_installed_units_verify(built, scratch_root, tmp_path):
     The units are checked on this host's systemd with ExecStart pointed into the scratch root
     (so the command really exists); verify prints a line for every bad or unknown setting.
     """
-    if not shutil.which("systemd-analyze"):
-        pytest.skip("systemd-analyze is not installed")
+    require("systemd-analyze")
     for unit in UNITS.values():
         text = (scratch_root / "usr/lib/systemd/system" / unit).read_text()
         assert "ExecStart=/usr/bin/" in text

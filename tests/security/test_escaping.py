@@ -21,6 +21,7 @@ from shoal_server.heartbeat import Heartbeat
 from shoal_server.render import cache_record, js_string, render_pac, to_json
 from shoal_server.statuspage import PageRequest, render_status
 from shoal_server.table import CacheEntry
+from support.tools import requires
 
 NOW = 1_700_000_000.0
 EXAMPLES = min(300, int(os.environ.get("FUZZ_EXAMPLES", "300")))
@@ -126,7 +127,7 @@ def run_pacs(pacs):
     return json.loads(out.stdout)
 
 
-@pytest.mark.skipif(NODE is None, reason="node is not installed")
+@requires("node", NODE is not None)
 def test_pac_file_keeps_hostile_host_names_inside_the_js_string():
     import random
     rng = random.Random(5)

@@ -23,6 +23,7 @@ from support.heartbeats import upstream_heartbeat
 from support.procs import write_ini
 from support.rabbitnode import free_port, wait_port
 from support.tlsbroker import issue, make_ca
+from support.tools import requires
 
 APACHE = "/usr/sbin/apache2"
 MODULES = "/usr/lib/apache2/modules"
@@ -30,8 +31,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CLIENT_SRC = os.path.join(REPO, "shoal-client")
 PY27 = "/root/.pyenv/versions/2.7.18/bin/python"
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(APACHE) and os.path.exists(f"{MODULES}/mod_ssl.so")),
-                                reason="apache2 with mod_ssl is not installed")
+pytestmark = requires("mod_ssl", os.path.exists(APACHE) and os.path.exists(f"{MODULES}/mod_ssl.so"), "apache2 with mod_ssl")
 
 VHOST = """\
 # The TLS virtual host of docs/security.md ("HTTPS for clients"), with test paths.

@@ -10,6 +10,7 @@ from shoal_server.heartbeat import InvalidHeartbeat, Limits, parse_heartbeat
 from shoal_server.ranking import Ranked
 from shoal_server.render import cache_record, ranked_json, render_pac, to_json
 from shoal_server.table import CacheTable
+from support.tools import requires
 
 
 def hb(uuid="u1", ip="142.90.1.1", load=1.0, user_id=None, now=1000.0, **kw):
@@ -75,7 +76,7 @@ def test_bundled_geolite2_places_research_sites():
         assert geo.locate(private) is None
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/share/GeoIP/GeoIP.dat"), reason="Debian geoip-database not installed")
+@requires("geoip-database", os.path.exists("/usr/share/GeoIP/GeoIP.dat"), "/usr/share/GeoIP/GeoIP.dat")
 def test_legacy_dat_backend_places_by_country():
     geo = open_locator("/usr/share/GeoIP/GeoIP.dat")
     assert isinstance(geo, DatLocator)

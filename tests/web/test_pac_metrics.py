@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
@@ -10,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.heartbeats import upstream_heartbeat
 from support.procs import http_get
+from support.tools import require
 
 SITES = [  # (public_ip, hostname, load, max_load)
     ("128.141.10.1", "squid1.cern.example", 40000.0, 100000.0),
@@ -45,8 +45,7 @@ def populated(server_factory, publisher):
 
 def run_pac(pac: str, url: str = "http://cvmfs-stratum-one.cern.ch:8000/cvmfs/x/.cvmfspublished",
             host: str = "cvmfs-stratum-one.cern.ch") -> str:
-    node = shutil.which("node")
-    assert node, "node is needed to evaluate PAC files"
+    node = require("node", detail="to evaluate PAC files")
     out = subprocess.run([node, "-e", NODE_PAC, url, host], input=pac, capture_output=True, text=True,
                          timeout=30, check=True)
     return out.stdout
