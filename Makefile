@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench rpms repo clean
+.PHONY: venv deps test test-fast demo bench rpms repo clean
 
 $(VENV)/.installed: shoal-server/pyproject.toml shoal-agent/pyproject.toml shoal-client/pyproject.toml requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,19 @@ $(VENV)/.installed: shoal-server/pyproject.toml shoal-agent/pyproject.toml shoal
 
 venv: $(VENV)/.installed
 
-test: venv
+# The Debian packages the integration tests drive (Squid, Apache, rpm/dnf, Puppet, Chromium, node, ...):
+# installed when missing and we are root, else the command to run is printed (.ci/install-deps).
+deps:
+	.ci/install-deps
+
+# Everything: unit, property and integration tests (real broker, Squid, Apache, Chromium, builds).
+test: deps venv
 	$(PY) -m pytest $(PYTEST_ARGS) tests/
+
+# Pure and in-process tests only (no `integration` mark, see tests/conftest.py): under a minute.
+FAST_FUZZ_EXAMPLES ?= 200
+test-fast: venv
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-$(FAST_FUZZ_EXAMPLES)} $(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS) tests/
 
 # The main job: broker, server, agents and a client on loopback, until Ctrl-C (demo/run.py).
 demo: venv

@@ -28,7 +28,12 @@ PROCESS_FIXTURES = {
 }
 # Modules whose own helpers start brokers, Squid, Apache, Node, puppet, the demo or the CLIs.
 INTEGRATION_MODULES = {
-    "tests/test_typing.py",
+    "tests/test_typing.py",                    # mypy over both packages
+    "tests/bench/test_smoke.py",               # benchmark scripts with their own brokers
+    "tests/web/test_demo.py",                  # `make demo`: CA, TLS broker, server, agents
+    "tests/agent/test_agent_tls.py",           # private TLS brokers
+    "tests/security/test_broker_tls.py",
+    "tests/security/test_classic_config.py",
 }
 
 
