@@ -26,6 +26,7 @@ class GeneralSettings:
     host: str = "127.0.0.1"
     port: int = setting(8080, to_int(1, 65535))
     geoip_database: str = setting("", to_path)
+    geoip_check_interval: float = setting(30.0, to_float(0.1, 86400))
     trusted_proxies: Tuple[str, ...] = setting((), _networks)
     state_dir: str = setting("", to_path)
     snapshot_interval: float = setting(30.0, to_float(1, 86400))

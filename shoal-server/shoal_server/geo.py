@@ -7,7 +7,9 @@ import json
 import logging
 import math
 import os
-from typing import Any, Dict, Optional, Protocol, Tuple
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +217,112 @@ def open_locator(path: str) -> GeoLocator:
     if path.endswith(".dat"):
         return DatLocator(path)
     return MmdbLocator(path)
+
+
+# Where an EL9 geolite2-city RPM and geoipupdate (EL and Debian) put GeoLite2 City; watched when
+# [general] geoip_database is empty and no bundled database is installed.
+DEFAULT_DATABASES = ("/usr/share/GeoIP/GeoLite2-City.mmdb", "/var/lib/GeoIP/GeoLite2-City.mmdb")
+CHECK_INTERVAL = 30.0
+
+Stamp = Tuple[str, int, int, int]  # path, inode, size, mtime (ns): a replaced file differs
+
+
+def _stamp(paths: Sequence[str]) -> Optional[Stamp]:
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        return (path, st.st_ino, st.st_size, st.st_mtime_ns)
+    return None
+
+
+class WatchedLocator:
+    """A GeoLocator that keeps serving without a database and picks one up when it appears.
+
+    No database is not a dead server: until one is readable at the configured path (or, with
+    none configured, at a DEFAULT_DATABASES path) ``locate`` returns None, so ranking falls back
+    to same-site first, then load. ``check`` (run every CHECK_INTERVAL seconds by the service)
+    opens a database that appeared or was replaced (geoipupdate renames a new file over the old
+    one) and tells the listeners, which place the known caches again.
+    """
+
+    def __init__(self, configured: str, opener: Optional[Callable[[str], GeoLocator]] = None,
+                 clock: Callable[[], float] = time.time, check_interval: float = CHECK_INTERVAL) -> None:
+        self.configured = configured
+        self.paths: Tuple[str, ...] = (configured,) if configured else DEFAULT_DATABASES
+        self._open = opener or open_locator
+        self._clock = clock
+        self._current: Optional[GeoLocator] = None
+        self._stamp: Optional[Stamp] = None
+        self._lock = threading.Lock()
+        self._listeners: List[Callable[[], object]] = []
+        self.path: Optional[str] = None
+        self.problem = ""
+        self.loaded_at: Optional[float] = None
+        self.check_interval = check_interval
+        if not configured:
+            bundled = bundled_database()
+            if bundled:
+                self.paths = (bundled,)
+        self.check()
+        if self._current is None:
+            logger.error("NO GEOIP DATABASE ([general] geoip_database): %s. shoal-server runs, but ranks caches by same site and load "
+                         "only, not by distance, until a database appears at %s (checked every %.0f s; "
+                         "see docs/deployment.md, 'GeoIP database')", self.problem, " or ".join(self.paths),
+                         check_interval)
+
+    def on_change(self, listener: Callable[[], object]) -> None:
+        """Call ``listener`` (no arguments) after a new database has been opened."""
+        self._listeners.append(listener)
+
+    def locate(self, address: str) -> Optional[Location]:
+        current = self._current
+        return current.locate(address) if current is not None else None
+
+    def check(self) -> bool:
+        """Open the database if it appeared or changed since the last check; True if one was opened."""
+        with self._lock:
+            stamp = _stamp(self.paths)
+            if stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            if stamp is None:
+                if self._current is None:
+                    self.problem = f"{' or '.join(self.paths)} does not exist"
+                # A deleted file: keep the open reader; it is still a good database.
+                return False
+            try:
+                fresh = self._open(stamp[0])
+            except (GeoDatabaseError, OSError, ValueError) as err:
+                self.problem = str(err)
+                logger.error("GeoIP database %s is unusable (%s); %s", stamp[0], err,
+                             "keeping the previous one" if self._current is not None
+                             else "still ranking without distances")
+                return False
+            # The old reader is not closed: a request may be using it right now; it is
+            # released with its last reference.
+            first = self._current is None
+            self._current, self.path, self.problem, self.loaded_at = fresh, stamp[0], "", self._clock()
+        logger.warning("GeoIP database %s %s: ranking by distance", stamp[0], "found" if first else "reloaded")
+        for listener in list(self._listeners):
+            listener()
+        return True
+
+    def health(self) -> Dict[str, Any]:
+        """What /healthz says about GeoIP."""
+        if self._current is None:
+            return {"status": "missing", "path": None, "watching": list(self.paths), "detail": self.problem,
+                    "ranking": "same site, then load (no distances)"}
+        return {"status": "ok", "path": self.path, "loaded_at": self.loaded_at,
+                **({"detail": self.problem} if self.problem else {})}
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+
+
+def geo_health(locator: GeoLocator) -> Dict[str, Any]:
+    """The GeoIP part of /healthz for any locator (one that cannot be missing is always ok)."""
+    health = getattr(locator, "health", None)
+    return health() if callable(health) else {"status": "ok"}

@@ -9,7 +9,7 @@ from typing import Callable, List, Optional
 
 from .config import ServerConfig
 from .consumer import Consumer, ConsumerStatus, HeartbeatSink
-from .geo import GeoLocator, open_locator
+from .geo import GeoLocator, WatchedLocator
 from .heartbeat import Limits
 from .policy import build_policy
 from .snapshot import Snapshots
@@ -27,8 +27,11 @@ class ShoalService:
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.locator = locator if locator is not None else open_locator(config.general.geoip_database)
+        self.locator = locator if locator is not None else WatchedLocator(
+            config.general.geoip_database, check_interval=config.general.geoip_check_interval)
         self.table = CacheTable()
+        if isinstance(self.locator, WatchedLocator):
+            self.locator.on_change(self.relocate)
         self.status = ConsumerStatus(clock)
         cache = config.cache
         self.limits = Limits(default_max_load=cache.cache_max_load, max_age=cache.window(),
@@ -73,10 +76,24 @@ class ShoalService:
                 loops.append(("shoal-snapshot", self._snapshot_loop))
             if self.verifier is not None:
                 loops.append(("shoal-verifier", self.verifier.run))
+            if isinstance(self.locator, WatchedLocator):
+                loops.append(("shoal-geoip", self._geoip_loop))
             for name, target in loops:
                 thread = threading.Thread(target=target, name=name, daemon=True)
                 thread.start()
                 self._threads.append(thread)
+
+    def _geoip_loop(self) -> None:
+        locator = self.locator
+        assert isinstance(locator, WatchedLocator)
+        while not self.stop_event.wait(locator.check_interval):
+            locator.check()
+
+    def relocate(self) -> int:
+        """Place every known cache with the current GeoIP database (called when it changes)."""
+        moved = self.table.relocate(self.locator.locate)
+        logger.info("GeoIP database changed: %d cache(s) placed anew", moved)
+        return moved
 
     def _purge_loop(self) -> None:
         interval = self.config.cache.cache_cleanse_interval

@@ -205,6 +205,24 @@ class CacheTable:
             self._version += 1
         return entry
 
+    def relocate(self, locate: Locate) -> int:
+        """Place every cache again (a new GeoIP database appeared); return how many moved."""
+        places = {e.address: locate(e.address) for e in self.snapshot()}  # GeoIP outside the lock
+        moved = 0
+        with self._lock:
+            for i, old in enumerate(self._rows):
+                if old.address not in places:
+                    continue  # arrived meanwhile, located by its own upsert
+                location = self._intern(places[old.address])
+                if location != old.location:
+                    entry = dataclasses.replace(old, location=location)
+                    self._rows[i] = entry
+                    self._cols.set_row(i, entry)
+                    moved += 1
+            if moved:
+                self._version += 1
+        return moved
+
     def expire(self, now: float, max_age: float) -> List[str]:
         """Remove caches silent for more than ``max_age`` seconds; return their uuids."""
         with self._lock:

@@ -12,7 +12,7 @@ import web
 from .clientaddr import BadClientAddress, ClientResolver
 from .config import ServerConfig
 from .consumer import ConsumerStatus
-from .geo import GeoLocator
+from .geo import GeoLocator, geo_health
 from .metrics import Metrics
 from .ranking import Ranked, RankIndex, Weights
 from .render import cache_record, pac_proxies, ranked_json, render_pac, to_json
@@ -91,7 +91,8 @@ class Shoal:
         body = {"status": "ok" if healthy else "consumer disconnected", "caches": len(self.table),
                 "consumer_connected": self.status.connected, "disconnected_seconds": round(down_for, 1),
                 **self.status.counters(),
-                "refused": self.status.refused.summary(self.clock(), self.config.cache.window())}
+                "refused": self.status.refused.summary(self.clock(), self.config.cache.window()),
+                "geoip": geo_health(self.locator)}
         return ("200 OK" if healthy else "503 Service Unavailable"), JSON, json.dumps(body)
 
     def status_page(self, query: dict, size_text: Optional[str] = None) -> Tuple[str, str, str]:

@@ -92,8 +92,15 @@ def test_command_exits_2_with_one_line(tmp_path):
     assert "[cache] cache_inactive_time" in out.stderr and path in out.stderr
 
 
-def test_missing_geoip_database_names_the_key(tmp_path):
-    path = write(tmp_path, "[general]\ngeoip_database = /nonexistent/GeoLite2-City.mmdb\n")
-    out = subprocess.run([sys.executable, "-m", "shoal_server", "--config", path], capture_output=True, text=True,
-                         timeout=30)
-    assert out.returncode == 2 and "[general] geoip_database" in out.stderr
+def test_missing_geoip_database_names_the_key_and_is_not_fatal(tmp_path, caplog):
+    """No database is not a config error (tests/server/test_geoip_watch.py has the whole story)."""
+    import logging
+
+    from shoal_server.service import ShoalService
+
+    config = load_config(write(tmp_path, "[general]\ngeoip_database = /nonexistent/GeoLite2-City.mmdb\n"))
+    with caplog.at_level(logging.ERROR):
+        service = ShoalService(config)
+    assert "[general] geoip_database" in caplog.text and "/nonexistent/GeoLite2-City.mmdb" in caplog.text
+    assert service.locator.health()["status"] == "missing"  # type: ignore[attr-defined]
+    service.stop()
