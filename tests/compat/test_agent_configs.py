@@ -112,6 +112,7 @@ def test_an_obsolete_key_in_the_wrong_section_is_an_error(tmp_path):
         load_config(str(conf))
 
 
+@pytest.mark.integration
 def test_the_agent_binary_starts_from_an_upstream_file(tmp_path):
     """`shoal-agent --dry-run` with 0.9.9's file: warnings on stderr, no config error (exit 2)."""
     import subprocess

@@ -10,6 +10,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from support.tools import require
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,9 +49,8 @@ class Browser:
 @pytest.fixture
 def browser_factory():
     """Start browsers on demand; every one is quit (driver and chromium) at teardown."""
-    if not available():
-        pytest.fail(f"headless browser tests need {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium "
-                    "chromium-driver)")
+    require("chromium", CHROMIUM)
+    require("chromedriver", CHROMEDRIVER)
     started = []
 
     def start(width: int = 1280, height: int = 900) -> Browser:
