@@ -359,3 +359,19 @@ def test_client_schedule_files(rendered, tmp_path):
     client = load_client_config(str(conf))
     assert (client.shoal_server_url, client.cvmfs_config) == ("http://shoal.example.org/nearest",
                                                               str(rendered / "default.local"))
+
+
+def test_client_cron_alternative_stops_the_timer(tmp_path):
+    """run_with => cron: the timer is not started (and is disabled), the cron file is managed instead."""
+    proc = puppet_apply(tmp_path, """
+class { 'shoal::client':
+  run_with    => 'cron',
+  manage_repo => false,
+}
+""", "--noop", "--graph", f"--graphdir={tmp_path / 'graphs'}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode in (0, 2) and not errors(out), out
+    assert "File[/etc/cron.d/shoal-client]" in out
+    assert not re.search(r"Service\[shoal-client\.timer\]/ensure: .*should be '?running", out), out
+    resources = (tmp_path / "graphs" / "resources.dot").read_text()
+    assert "Service[shoal-client.timer]" in resources  # still managed: switching back and forth is clean
