@@ -71,7 +71,7 @@ def test_host_values_with_stray_blanks_are_read_as_meant():
 
 def test_head_use_credentials_false_means_guest_as_upstream(caplog):
     """HEAD reads amqp_username/amqp_password only with use_credentials = true; otherwise guest."""
-    config, _ = load_with_warnings(path_of("HEAD").replace("HEAD", "0.7.1"), caplog)
+    config, _ = load_with_warnings(path_of("0.7.1"), caplog)  # no credentials keys at all
     assert config.rabbitmq.plain_login() == ("guest", "guest")
 
     text = open(path_of("HEAD")).read()
