@@ -154,3 +154,19 @@ def test_head_file_without_use_credentials_logs_in_as_guest_on_a_real_broker(tmp
     conf.write_text(text.replace("use_credentials=False", "use_credentials=True"))
     proc = subprocess.run(once, capture_output=True, text=True, timeout=90, env=env)
     assert proc.returncode != 0
+
+
+@pytest.mark.parametrize("program", ["agent", "server"])
+@pytest.mark.parametrize("use_credentials,expected", [("false", ("guest", "guest")), ("true", ("shoal", "secret"))])
+def test_connection_parameters_follow_use_credentials_in_both_programs(tmp_path, program, use_credentials, expected):
+    """amqp.py is shared: the server's login follows the same upstream rule as the agent's."""
+    import importlib
+
+    config_module = importlib.import_module(f"shoal_{program}.config")
+    amqp = importlib.import_module(f"shoal_{program}.amqp")
+    conf = tmp_path / "shoal.conf"
+    conf.write_text(f"[rabbitmq]\nuse_credentials = {use_credentials}\namqp_username = shoal\namqp_password = secret\n")
+    settings = config_module.load_config(str(conf)).rabbitmq
+    credentials = amqp.connection_params(settings, "127.0.0.1", 5672).credentials
+    assert (credentials.username, credentials.password) == expected
+    assert amqp.authenticated_user(settings) == expected[0]
