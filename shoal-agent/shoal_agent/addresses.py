@@ -25,7 +25,10 @@ PRIVATE = "private"
 PRIVATE_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
 
-_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+# The server's host-name rule (docs/protocol.md): letters, digits, inner "-", and "_", which deployed
+# sites use (squid_05.example.org) and upstream agents announced; never anything that could break a
+# URL, a shell-sourced CVMFS file, a PAC string or the status page.
+_LABEL_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
 
 
 class NoUsableAddress(Exception):

@@ -5,6 +5,8 @@ release's shoal_agent/config.py reads, with the values of its sample file (see e
 """
 from __future__ import annotations
 
+import configparser
+import glob
 import logging
 import os
 import re
@@ -15,17 +17,10 @@ from shoal_agent.config import OBSOLETE, ConfigError, load_config
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 RELEASES = ["0.7.1", "shoal-agent-0.9.5", "agent-0.9.9", "shoal-agent-1.0.2", "HEAD"]
-
-# release -> the obsolete keys its file carries: exactly one warning each, nothing else.
-EXPECTED_OBSOLETE = {
-    "0.7.1": {"cloud"},
-    "shoal-agent-0.9.5": {"cloud", "global_access", "domain_access"},
-    "agent-0.9.9": {"cloud", "global_access", "domain_access", "access_level"},
-    "shoal-agent-1.0.2": {"cloud", "admin_email"},
-    "HEAD": {"cloud", "admin_email"},
-}
-# HEAD's file sets amqp_username with use_credentials = False: said once, upstream logs in as guest.
-EXTRA_WARNINGS = {"HEAD": 1}
+# Every agent file of every release: the sample as shipped and variants with every key it reads.
+AGENT_FILES = sorted(glob.glob(os.path.join(CONFIGS, "*", "shoal_agent*.conf")))
+# Keys upstream agents read that mean nothing here; each must be in the table and warned about.
+UPSTREAM_OBSOLETE = {"global_access", "domain_access", "access_level", "cloud", "admin_email"}
 
 
 def path_of(release: str) -> str:
@@ -39,19 +34,32 @@ def load_with_warnings(path: str, caplog):
     return config, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_every_release_has_a_config_file():
-    assert sorted(os.listdir(CONFIGS)) == sorted(RELEASES)
+def obsolete_in(path: str) -> set:
+    """The ``section.key`` names of ``path`` that the agent's table calls obsolete."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    return {f"{s}.{k}" for s in parser.sections() for k in parser.options(s) if f"{s}.{k}" in OBSOLETE}
 
 
-@pytest.mark.parametrize("release", RELEASES)
-def test_upstream_config_loads_with_one_warning_per_obsolete_key(release, caplog):
-    config, warnings = load_with_warnings(path_of(release), caplog)
-    keys = {m.group(1) for m in (re.search(r"\[general\] (\w+) is obsolete: ", w) for w in warnings) if m}
-    assert keys == EXPECTED_OBSOLETE[release], warnings
-    assert len(warnings) == len(EXPECTED_OBSOLETE[release]) + EXTRA_WARNINGS.get(release, 0), warnings
-    for key in keys:  # each warning names what replaces the key or says it is ignored
-        (text,) = [w for w in warnings if f"] {key} is obsolete: " in w]
-        assert text.endswith(OBSOLETE[f"general.{key}"]) and len(OBSOLETE[f"general.{key}"]) > 10
+def test_every_release_has_agent_config_files():
+    releases = {os.path.basename(os.path.dirname(p)) for p in AGENT_FILES}
+    assert releases >= set(RELEASES)
+    seen = {name.split(".", 1)[1] for path in AGENT_FILES for name in obsolete_in(path)}
+    assert seen >= UPSTREAM_OBSOLETE  # the files really exercise the old keys
+
+
+@pytest.mark.parametrize("path", AGENT_FILES, ids=lambda p: p.split("configs" + os.sep)[1])
+def test_upstream_config_loads_with_one_warning_per_obsolete_key(path, caplog):
+    config, warnings = load_with_warnings(path, caplog)
+    expected = obsolete_in(path)
+    found = {f"{m.group(1)}.{m.group(2)}" for m in (re.search(r"\[(\w+)\] (\w+) is obsolete: ", w) for w in warnings) if m}
+    assert found == expected, warnings
+    # One warning each; the only other one allowed: a user name set while use_credentials is off.
+    assert len(warnings) == len(expected) + int(config.rabbitmq.ignored_login()), warnings
+    for name in expected:  # each names what replaces the key or says it is ignored
+        section, key = name.split(".")
+        (text,) = [w for w in warnings if f"[{section}] {key} is obsolete: " in w]
+        assert text.endswith(OBSOLETE[name]) and ("ignored" in text or "replaced by" in text)
     # The values the release meant are the values we use.
     assert config.general.interval == 30.0
     assert config.general.squid_port == 3128
@@ -62,6 +70,21 @@ def test_upstream_config_loads_with_one_warning_per_obsolete_key(release, caplog
     assert config.logging.log_file == "/var/log/shoal_agent.log"
 
 
+def test_the_table_covers_every_obsolete_upstream_key():
+    for key in UPSTREAM_OBSOLETE:
+        assert f"general.{key}" in OBSOLETE
+
+
+def test_a_host_name_with_underscore_is_accepted_as_upstream_did(tmp_path):
+    """0.9.9's dnsname read anything; sites use names like squid_05.example.org (the server serves them)."""
+    conf = tmp_path / "shoal_agent.conf"
+    conf.write_text("[general]\ndnsname = Squid_05.example.org\n")
+    assert load_config(str(conf)).general.dnsname == "squid_05.example.org"
+    conf.write_text("[general]\ndnsname = squid;05.example.org\n")
+    with pytest.raises(ConfigError):
+        load_config(str(conf))
+
+
 def test_host_values_with_stray_blanks_are_read_as_meant():
     # 0.9.5's sample has "amqp_server_url = localhost " and 0.9.9's "external_ip =  ".
     config = load_config(path_of("agent-0.9.9"))
@@ -69,22 +92,34 @@ def test_host_values_with_stray_blanks_are_read_as_meant():
     assert load_config(path_of("HEAD")).rabbitmq.amqp_server_url == "shoal.heprc.uvic.ca"
 
 
+def head_credentials_file() -> str:
+    """HEAD's file with the credential keys (use_credentials = False, a user name set)."""
+    (path,) = [p for p in AGENT_FILES if os.sep + "HEAD" + os.sep in p and "use_credentials" in open(p).read()]
+    return path
+
+
+def file_login(path: str) -> tuple:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    return parser.get("rabbitmq", "amqp_username"), parser.get("rabbitmq", "amqp_password")
+
+
 def test_head_use_credentials_false_means_guest_as_upstream(caplog):
     """HEAD reads amqp_username/amqp_password only with use_credentials = true; otherwise guest."""
     config, _ = load_with_warnings(path_of("0.7.1"), caplog)  # no credentials keys at all
     assert config.rabbitmq.plain_login() == ("guest", "guest")
 
-    text = open(path_of("HEAD")).read()
-    assert "use_credentials=False" in text and "amqp_username=shoal" in text
-    config = load_config(path_of("HEAD"))
-    assert config.rabbitmq.plain_login() == ("guest", "guest")
+    path = head_credentials_file()
+    assert file_login(path)[0] != "guest" and re.search(r"use_credentials\s*=\s*False", open(path).read())
+    assert load_config(path).rabbitmq.plain_login() == ("guest", "guest")
 
 
 def test_use_credentials_true_logs_in_with_the_configured_user(tmp_path):
-    text = open(path_of("HEAD")).read().replace("use_credentials=False", "use_credentials=True")
+    path = head_credentials_file()
+    text = re.sub(r"use_credentials\s*=\s*False", "use_credentials=True", open(path).read())
     conf = tmp_path / "shoal_agent.conf"
     conf.write_text(text)
-    assert load_config(str(conf)).rabbitmq.plain_login() == ("shoal", "secret")
+    assert load_config(str(conf)).rabbitmq.plain_login() == file_login(path)
 
 
 def test_ignored_login_is_said_once(tmp_path, caplog):
@@ -137,11 +172,11 @@ def test_head_file_without_use_credentials_logs_in_as_guest_on_a_real_broker(tmp
     import subprocess
     import sys
 
-    text = open(path_of("HEAD")).read()
-    text = (text.replace("amqp_server_url=shoal.heprc.uvic.ca", "amqp_server_url=127.0.0.1")
-            .replace("amqp_exchange=shoal", f"amqp_exchange={exchange}")
-            .replace("external_ip=\n", "external_ip=192.0.2.10\n")
-            .replace("/var/log/shoal_agent.log", str(tmp_path / "agent.log")))
+    text = open(head_credentials_file()).read()
+    text = re.sub(r"amqp_server_url\s*=.*", "amqp_server_url=127.0.0.1", text)
+    text = re.sub(r"amqp_exchange\s*=.*", f"amqp_exchange={exchange}", text)
+    text = re.sub(r"external_ip\s*=.*", "external_ip=192.0.2.10", text)
+    text = text.replace("/var/log/shoal_agent.log", str(tmp_path / "agent.log"))
     conf = tmp_path / "shoal_agent.conf"
     conf.write_text(text)
     env = {**os.environ, "HOME": str(tmp_path)}
@@ -151,7 +186,7 @@ def test_head_file_without_use_credentials_logs_in_as_guest_on_a_real_broker(tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr + log
 
     # The same file with use_credentials = True really uses the (unknown) user: refused.
-    conf.write_text(text.replace("use_credentials=False", "use_credentials=True"))
+    conf.write_text(re.sub(r"use_credentials\s*=\s*False", "use_credentials=True", text))
     proc = subprocess.run(once, capture_output=True, text=True, timeout=90, env=env)
     assert proc.returncode != 0
 
