@@ -107,7 +107,10 @@ def test_no_usable_address_names_the_key_to_set():
     ("localhost", None),
     ("localhost.localdomain", None),
     ("vm", None),                     # unqualified: useless to clients elsewhere
-    ("bad_name.example.org", None),
+    ("squid_05.example.org", "squid_05.example.org"),   # "_": deployed names the server serves
+    ("bad;name.example.org", None),
+    ("bad name.example.org", None),
+    ("-bad.example.org", None),
     ("", None),
     (None, None),
 ])
