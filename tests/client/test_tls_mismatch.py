@@ -17,6 +17,7 @@ import pytest
 
 from support.procs import write_ini
 from support.tlsbroker import issue, make_ca
+from support.tools import missing
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CLIENT_SRC = os.path.join(REPO, "shoal-client")
@@ -59,7 +60,7 @@ def tls_server(tmp_path_factory):
 def test_host_name_mismatch_is_exit_3(version, tls_server, tmp_path):
     python = PYTHONS[version]
     if not os.access(python, os.X_OK):
-        pytest.skip(f"{python} is absent")
+        missing("pyenv Python", python)
     port, ca_cert = tls_server
     cvmfs = tmp_path / "default.local"
     cvmfs.write_bytes(b"CVMFS_QUOTA_LIMIT=20000\n")

@@ -16,6 +16,7 @@ import pytest
 from deploy.test_deploy_apache import APACHE, CONF_DIR, MODULES, Apache, apache_root  # noqa: F401
 from support.hostile import Attack, probe_for, summary
 from support.procs import write_ini
+from support.tools import requires
 
 
 def shipped() -> str:
@@ -48,9 +49,8 @@ def exchange_bytes(port: int, data: bytes, wait: float) -> bytes:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not (os.path.exists(APACHE) and os.path.exists(f"{MODULES}/mod_wsgi.so")
-                         and os.path.exists(f"{MODULES}/mod_reqtimeout.so")),
-                    reason="apache2 with mod_wsgi and mod_reqtimeout is not installed")
+@requires("mod_wsgi", os.path.exists(APACHE) and os.path.exists(f"{MODULES}/mod_wsgi.so")
+          and os.path.exists(f"{MODULES}/mod_reqtimeout.so"), "apache2 with mod_wsgi and mod_reqtimeout")
 def test_apache_refuses_oversized_requests_and_cuts_slow_senders(apache_root, exchange):  # noqa: F811
     config_path = os.path.join(apache_root, "shoal_server.conf")
     write_ini(config_path, {"general": {}, "rabbitmq": {"amqp_server_url": "127.0.0.1", "amqp_port": 5672,
