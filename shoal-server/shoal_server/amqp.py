@@ -106,7 +106,9 @@ def check_settings(settings: RabbitSettings, path: str) -> None:
         except ValueError as err:
             raise ConfigError(path, "rabbitmq", key, str(err)) from None
     if settings.ignored_login():
-        logger.warning("%s: [rabbitmq] amqp_username/amqp_password are not used without use_credentials = true: "
+        # INFO, not WARNING: upstream's own samples set a user name beside use_credentials = False.
+        # Should the broker refuse guest, the refused login is logged at ERROR and names the user.
+        logger.info("%s: [rabbitmq] amqp_username/amqp_password are not used without use_credentials = true: "
                        "%s (set use_credentials = true to log in with them)", path,
                        "the certificate logs in (SASL EXTERNAL)" if settings.use_ssl else "logging in as guest")
     if not settings.use_ssl:
