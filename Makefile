@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .PHONY: venv test demo bench rpms repo clean
 
-$(VENV)/.installed: shoal-server/pyproject.toml shoal-agent/pyproject.toml shoal-client/pyproject.toml requirements-test.txt
+$(VENV)/.installed: $(wildcard shoal-*/pyproject.toml shoal-*/setup.cfg) requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e './shoal-server[geolite2]' -e ./shoal-agent -e ./shoal-client -r requirements-test.txt
