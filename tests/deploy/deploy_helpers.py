@@ -11,6 +11,9 @@ from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("server", "agent", "client")
+# What EL 9 lacks and `make rpms` builds from PyPI sdists (repo/specs/python3-*.spec): name -> version.
+THIRD_PARTY = {"python3-webpy": "0.62", "python3-pika": "1.2.1"}
+DIST_TAG = ".el9"  # repo/build-rpms.sh's default %{dist}
 
 
 def package_version(short: str) -> str:
@@ -55,4 +58,14 @@ class Built:
     output: str
 
     def rpm(self, short: str, kind: str = "noarch") -> Path:
-        return self.dist / f"shoal-{short}-{self.versions[short]}-1.{kind}.rpm"
+        """shoal-SHORT's RPM (SHORT may be "server-httpd"); kind "src" for its SRPM."""
+        version = self.versions[short.split("-")[0]]
+        return self.dist / f"shoal-{short}-{version}-1{DIST_TAG}.{kind}.rpm"
+
+    def third_party(self, name: str, kind: str = "noarch") -> Path:
+        """One of THIRD_PARTY's RPMs (its Release is the spec's)."""
+        (path,) = self.dist.glob(f"{name}-{THIRD_PARTY[name]}-*{DIST_TAG}.{kind}.rpm")
+        return path
+
+    def binary_rpms(self) -> List[Path]:
+        return sorted(p for p in self.dist.glob("*.noarch.rpm"))
