@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("server", "agent", "client")
@@ -69,3 +69,16 @@ class Built:
 
     def binary_rpms(self) -> List[Path]:
         return sorted(p for p in self.dist.glob("*.noarch.rpm"))
+
+
+def dnf(work: Path, *args: str, reposdir: Optional[Path] = None, check: bool = True) -> subprocess.CompletedProcess:
+    """dnf confined to ``work``: its own root, cache and config, no system repositories or plugins."""
+    work.mkdir(parents=True, exist_ok=True)
+    conf = work / "dnf.conf"
+    conf.write_text("[main]\ngpgcheck=1\nskip_if_unavailable=False\n")
+    empty = work / "no-repos"
+    empty.mkdir(exist_ok=True)
+    cmd = ["dnf", "-y", "--noplugins", f"--installroot={work / 'root'}", f"--config={conf}",
+           f"--setopt=reposdir={reposdir or empty}", f"--setopt=cachedir={work / 'cache'}",
+           "--releasever=9", "--setopt=metadata_expire=0", *args]
+    return run(cmd, check=check, timeout=120)

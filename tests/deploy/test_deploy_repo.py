@@ -9,24 +9,11 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from deploy_helpers import PACKAGES, ROOT, make_env, run
+from deploy_helpers import PACKAGES, ROOT, dnf, make_env, run
 
 MAKE_REPO = str(ROOT / "repo" / "make-repo.sh")
 
 pytestmark = pytest.mark.skipif(not shutil.which("dnf"), reason="dnf is not installed")
-
-
-def dnf(work: Path, *args: str, reposdir: Optional[Path] = None, check: bool = True) -> subprocess.CompletedProcess:
-    """dnf confined to ``work``: its own root, cache and config, no system repositories or plugins."""
-    work.mkdir(parents=True, exist_ok=True)
-    conf = work / "dnf.conf"
-    conf.write_text("[main]\ngpgcheck=1\nskip_if_unavailable=False\n")
-    empty = work / "no-repos"
-    empty.mkdir(exist_ok=True)
-    cmd = ["dnf", "-y", "--noplugins", f"--installroot={work / 'root'}", f"--config={conf}",
-           f"--setopt=reposdir={reposdir or empty}", f"--setopt=cachedir={work / 'cache'}",
-           "--releasever=9", "--setopt=metadata_expire=0", *args]
-    return run(cmd, check=check, timeout=120)
 
 
 def repoquery(work: Path, *args: str, **kw) -> List[str]:
