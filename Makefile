@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench rpms repo clean
+.PHONY: venv test demo bench rpms repo el9-venv clean
 
 $(VENV)/.installed: $(wildcard shoal-*/pyproject.toml shoal-*/setup.cfg) requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,17 @@ rpms: venv
 repo: rpms
 	repo/make-repo.sh
 
+# An EL 9-like Python 3.9 (toolchain and library versions of repo/el9-python.txt) for the
+# EL 9 rebuild and end-to-end test (tests/deploy/test_deploy_el9.py).
+EL9_PYTHON ?= $(HOME)/.pyenv/versions/3.9.18/bin/python
+EL9_VENV ?= .venv-el9
+$(EL9_VENV)/.installed: repo/el9-python.txt
+	$(EL9_PYTHON) -m venv --clear $(EL9_VENV)
+	$(EL9_VENV)/bin/python -m pip install -q --disable-pip-version-check pip==21.2.3
+	$(EL9_VENV)/bin/python -m pip install -q --disable-pip-version-check -r repo/el9-python.txt
+	touch $@
+
+el9-venv: $(EL9_VENV)/.installed
+
 clean:
-	rm -rf $(VENV) build dist */build */dist */*.egg-info .pytest_cache
+	rm -rf $(VENV) $(EL9_VENV) build dist */build */dist */*.egg-info .pytest_cache
