@@ -151,7 +151,7 @@ def test_client_cron_line_splays_by_host(tmp_path):
         sleep, client = log.read_text().splitlines()
         delay = int(sleep.split()[1])
         assert 0 <= delay < 1800
-        assert client == "client --config /etc/shoal/shoal_client.conf --quiet"
+        assert client == "client --config /etc/shoal/shoal_client.conf --quiet --reload"
         delays.add(delay)
     assert len(delays) == 4  # different hosts, different seconds
 
