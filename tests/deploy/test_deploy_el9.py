@@ -21,7 +21,7 @@ from typing import Dict, List
 import pytest
 
 from deploy_helpers import DIST_TAG, ROOT, THIRD_PARTY, make, make_env, run
-from support.procs import ServerProcess, stop_process, write_ini
+from support.procs import ServerProcess, http_get, stop_process, write_ini
 
 EL9_VENV = ROOT / ".venv-el9"
 EL9_PY = EL9_VENV / "bin" / "python"
@@ -136,6 +136,14 @@ def test_broker_server_agent_client_on_python39(el9_root, el9_python, exchange, 
         text = cvmfs.read_text()
         assert re.search(r"^CVMFS_HTTP_PROXY=.*http://squid\.el9-test\.example\.org:3128", text, re.M), text
         assert "CVMFS_REPOSITORIES=atlas.cern.ch" in text
+        # Prometheus metrics with EL 9's prometheus_client 0.13 (older than the registry.Collector class).
+        status, _, body = http_get(f"{server.url}/metrics")
+        assert status == 200 and b"shoal_caches 1.0" in body, body[:500]
+        # web.py 0.62 serves the rest of the application too: the PAC file and the status page.
+        status, _, pac = http_get(f"{server.url}/wpad.dat")
+        assert status == 200 and b"squid.el9-test.example.org:3128" in pac, pac[:500]
+        status, _, page = http_get(f"{server.url}/")
+        assert status == 200 and b"squid.el9-test.example.org" in page
         assert "Traceback" not in server.log()
     finally:
         stop_process(server.proc)
