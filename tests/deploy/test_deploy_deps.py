@@ -40,7 +40,7 @@ IMPORTS: Dict[str, Tuple[str, Optional[str], Optional[str]]] = {
 PY2_STDLIB = {"httplib", "urlparse", "urllib2", "ConfigParser", "StringIO", "cStringIO", "Queue"}
 # What the specs may require besides Python modules: the interpreter, the tools the scriptlets and
 # files need. Anything else is a dependency someone must justify here.
-NON_PYTHON = {"python3", "logrotate", "shadow-utils", "httpd", "python3-mod_wsgi"}
+NON_PYTHON = {"python3", "logrotate", "shadow-utils", "systemd", "httpd", "python3-mod_wsgi"}
 
 
 def normalise(name: str) -> str:
@@ -82,7 +82,7 @@ def spec_requires(short: str) -> Set[str]:
     """Requires: of the main package of repo/specs/shoal-<short>.spec (not of subpackages)."""
     text = (ROOT / "repo" / "specs" / f"shoal-{short}.spec").read_text()
     preamble = re.split(r"^%(package|description)\b", text, 1, flags=re.M)[0]
-    return {m.group(1) for m in re.finditer(r"^Requires(?:\([^)]*\))?:\s*(\S+)", preamble, re.M)}
+    return {m.group(1) for m in re.finditer(r"^Requires(?:\([^)]*\))?:\s*([^\s\\}]+)", preamble, re.M)}
 
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 10), reason="sys.stdlib_module_names needs Python 3.10")

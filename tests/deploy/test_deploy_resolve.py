@@ -104,7 +104,7 @@ def test_dnf_installs_all_three_from_el9_and_our_repository(built, stub_repo, tm
     # What EL 9 lacks came from our repository, the rest from the EL 9/EPEL 9 stand-ins.
     assert got["python3-webpy"].startswith(THIRD_PARTY["python3-webpy"])
     assert got["python3-pika"].startswith(THIRD_PARTY["python3-pika"])
-    assert {"python3-cheroot", "python3-numpy", "python3-netifaces", "python3-maxminddb"} <= set(got)
+    assert {"python3-cheroot", "python3-numpy", "python3-netifaces", "python3-maxminddb", "systemd"} <= set(got)
     # Weak dependencies: the GeoLite2 database only when they are on; never httpd or mod_wsgi.
     assert ("geolite2-city" in got) is weak
     assert not {"httpd", "python3-mod_wsgi", "shoal-server-httpd"} & set(got)

@@ -111,11 +111,13 @@ def test_file_lists(built):
 def test_requires(built):
     server, agent, client = (requires_of(built.rpm(s)) for s in PACKAGES)
     assert {"python3", "python3-pika", "python3-netifaces", "python(abi) = 3.9"} <= agent
+    # The scriptlets' systemctl, declared as EL's %{systemd_requires} does (also on Debian's rpmbuild).
+    assert all("systemd" in r for r in (server, agent, client))
     assert {"python3", "python3-pika", "python3-webpy", "python3-maxminddb", "python(abi) = 3.9"} <= server
     assert "python3-webpy" not in agent and "python3-netifaces" not in server
     # The client needs Python and nothing else (rpm adds rpmlib(), config() and the scriptlets' shell).
     extra = {r for r in client if not re.match(r"(rpmlib\(|config\(shoal-client\)|python\(abi\) = 3\.9$)", r)}
-    assert extra <= {"python3", "/usr/bin/python3", "/bin/sh"}, extra
+    assert extra <= {"python3", "/usr/bin/python3", "/bin/sh", "systemd"}, extra
     # Weak dependencies: the GeoLite2 database is recommended, not forced; nothing pulls in httpd.
     recommends = rpm_query(built.rpm("server"), "--recommends").split("\n")
     assert "geolite2-city" in recommends and "python3-mod_wsgi" not in recommends
