@@ -176,3 +176,21 @@ def test_python_dependency_generator_requirements_are_provided(built, tmp_path):
                 f"{path.name} wants {req}, EL 9 has {name} {provides[name]}"
             checked += 1
     assert checked >= 8  # server 7 + agent 2 + web.py's cheroot, at least
+
+
+def test_srpm_build_requires_resolve_on_el9(built, stub_repo, tmp_path):
+    """Every SRPM's BuildRequires (e.g. no `python3-setuptools >= 61`: EL 9 has 53) installs from EL 9 alone,
+    as a mock or koji build root would need."""
+    wanted: Set[str] = set()
+    for srpm in built.dist.glob("*.src.rpm"):
+        for line in run(["rpm", "-qpR", "--nosignature", str(srpm)]).stdout.splitlines():
+            if line.strip() and not line.startswith("rpmlib("):
+                wanted.add(line.strip())
+    assert "python3-setuptools" in wanted and "python3-pip" in wanted
+    install(tmp_path, {"el9": stub_repo.as_uri()}, sorted(wanted), weak=False)
+    got = installed(tmp_path)
+    assert got["python3-setuptools"].startswith("53.0.0") and got["python3-pip"].startswith("21.2.3")
+    # A spec asking for what EL 9 does not have fails there the same way.
+    refused = install(tmp_path / "too-new", {"el9": stub_repo.as_uri()}, ["python3-setuptools >= 61"], weak=False,
+                      check=False)
+    assert refused.returncode != 0
