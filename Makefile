@@ -25,7 +25,8 @@ demo: venv
 bench: venv
 	$(PY) bench/run_all.py
 
-# Noarch RPMs and SRPMs of the three packages under dist/ (repo/build-rpms.sh).
+# EL 9 noarch RPMs and SRPMs under dist/: shoal-server(-httpd), shoal-agent, shoal-client and
+# python3-webpy/python3-pika from PyPI sdists (repo/build-rpms.sh; SHOAL_RPM_* to retarget).
 rpms: venv
 	PYTHON=$(abspath $(PY)) repo/build-rpms.sh
 
