@@ -175,7 +175,7 @@ def test_python_dependency_generator_requirements_are_provided(built, tmp_path):
             assert req.specifier.contains(Version(provides[name]), prereleases=True), \
                 f"{path.name} wants {req}, EL 9 has {name} {provides[name]}"
             checked += 1
-    assert checked >= 8  # server 7 + agent 2 + web.py's cheroot, at least
+    assert checked >= 8  # server 6 + agent 2 + web.py's cheroot, at least
 
 
 def test_srpm_build_requires_resolve_on_el9(built, stub_repo, tmp_path):
