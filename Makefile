@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: venv deps test test-fast demo bench rpms repo clean
+.PHONY: venv deps test test-fast demo bench rpms repo el9-venv clean
 
-$(VENV)/.installed: shoal-server/pyproject.toml shoal-agent/pyproject.toml shoal-client/pyproject.toml requirements-test.txt
+$(VENV)/.installed: $(wildcard shoal-*/pyproject.toml shoal-*/setup.cfg) requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e './shoal-server[geolite2]' -e ./shoal-agent -e ./shoal-client -r requirements-test.txt
@@ -36,7 +36,8 @@ demo: venv
 bench: venv
 	$(PY) bench/run_all.py
 
-# Noarch RPMs and SRPMs of the three packages under dist/ (repo/build-rpms.sh).
+# EL 9 noarch RPMs and SRPMs under dist/: shoal-server(-httpd), shoal-agent, shoal-client and
+# python3-webpy/python3-pika from PyPI sdists (repo/build-rpms.sh; SHOAL_RPM_* to retarget).
 rpms: venv
 	PYTHON=$(abspath $(PY)) repo/build-rpms.sh
 
@@ -44,5 +45,17 @@ rpms: venv
 repo: rpms
 	repo/make-repo.sh
 
+# An EL 9-like Python 3.9 (toolchain and library versions of repo/el9-python.txt) for the
+# EL 9 rebuild and end-to-end test (tests/deploy/test_deploy_el9.py).
+EL9_PYTHON ?= $(HOME)/.pyenv/versions/3.9.18/bin/python
+EL9_VENV ?= .venv-el9
+$(EL9_VENV)/.installed: repo/el9-python.txt
+	$(EL9_PYTHON) -m venv --clear $(EL9_VENV)
+	$(EL9_VENV)/bin/python -m pip install -q --disable-pip-version-check pip==21.2.3
+	$(EL9_VENV)/bin/python -m pip install -q --disable-pip-version-check -r repo/el9-python.txt
+	touch $@
+
+el9-venv: $(EL9_VENV)/.installed
+
 clean:
-	rm -rf $(VENV) build dist */build */dist */*.egg-info .pytest_cache
+	rm -rf $(VENV) $(EL9_VENV) build dist */build */dist */*.egg-info .pytest_cache

@@ -13,7 +13,10 @@ from typing import Iterable, Tuple
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client.registry import Collector
+except ImportError:  # prometheus_client < 0.16 (EL 9/EPEL 9 era): collectors are duck-typed there
+    Collector = object  # type: ignore[misc,assignment]
 
 from .consumer import ConsumerStatus
 from .table import CacheTable

@@ -7,10 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("server", "agent", "client")
+# What EL 9 lacks and `make rpms` builds from PyPI sdists (repo/specs/python3-*.spec): name -> version.
+THIRD_PARTY = {"python3-webpy": "0.62", "python3-pika": "1.2.1"}
+DIST_TAG = ".el9"  # repo/build-rpms.sh's default %{dist}
 
 
 def package_version(short: str) -> str:
@@ -55,4 +58,27 @@ class Built:
     output: str
 
     def rpm(self, short: str, kind: str = "noarch") -> Path:
-        return self.dist / f"shoal-{short}-{self.versions[short]}-1.{kind}.rpm"
+        """shoal-SHORT's RPM (SHORT may be "server-httpd"); kind "src" for its SRPM."""
+        version = self.versions[short.split("-")[0]]
+        return self.dist / f"shoal-{short}-{version}-1{DIST_TAG}.{kind}.rpm"
+
+    def third_party(self, name: str, kind: str = "noarch") -> Path:
+        """One of THIRD_PARTY's RPMs (its Release is the spec's)."""
+        (path,) = self.dist.glob(f"{name}-{THIRD_PARTY[name]}-*{DIST_TAG}.{kind}.rpm")
+        return path
+
+    def binary_rpms(self) -> List[Path]:
+        return sorted(p for p in self.dist.glob("*.noarch.rpm"))
+
+
+def dnf(work: Path, *args: str, reposdir: Optional[Path] = None, check: bool = True) -> subprocess.CompletedProcess:
+    """dnf confined to ``work``: its own root, cache and config, no system repositories or plugins."""
+    work.mkdir(parents=True, exist_ok=True)
+    conf = work / "dnf.conf"
+    conf.write_text("[main]\ngpgcheck=1\nskip_if_unavailable=False\n")
+    empty = work / "no-repos"
+    empty.mkdir(exist_ok=True)
+    cmd = ["dnf", "-y", "--noplugins", f"--installroot={work / 'root'}", f"--config={conf}",
+           f"--setopt=reposdir={reposdir or empty}", f"--setopt=cachedir={work / 'cache'}",
+           "--releasever=9", "--setopt=metadata_expire=0", *args]
+    return run(cmd, check=check, timeout=120)

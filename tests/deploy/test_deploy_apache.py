@@ -278,3 +278,62 @@ def test_apache_mod_wsgi_answers_like_the_dev_server(apache_root, exchange, publ
     finally:
         apache.stop()
     assert not children_named(os.getpid(), "shoal-server"), "the mod_wsgi daemon outlived apache"
+
+
+REPO_MODULES = ("mpm_event", "authz_core", "alias", "mime", "headers", "autoindex", "dir")
+
+
+def test_apache_serves_the_yum_repository(built, apache_root, tmp_path):
+    """repo/shoal-repo.conf in a real Apache serves `make repo`'s output; dnf installs nothing but reads it all."""
+    from test_deploy_repo import expected_packages, repoquery
+
+    docroot = os.path.join(apache_root, "shoal-repo")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/repo"
+    subprocess.run([os.path.join(ROOT, "repo", "make-repo.sh")], check=True, capture_output=True,
+                   env={**os.environ, "SHOAL_DIST_DIR": str(built.dist), "SHOAL_REPO_DIR": docroot,
+                        "SHOAL_REPO_URL": url})
+    for dirpath, dirnames, filenames in os.walk(docroot):  # Apache's account reads it
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+    with open(os.path.join(ROOT, "repo", "shoal-repo.conf")) as fh:
+        snippet = substitute(fh.read(), "/var/www/shoal-repo", docroot)
+    user = "www-data" if os.geteuid() == 0 else ""
+    lines = [f'ServerRoot "{apache_root}"', f"Listen 127.0.0.1:{port}", "ServerName 127.0.0.1",
+             f"PidFile {apache_root}/httpd.pid", f"DefaultRuntimeDir {apache_root}",
+             f"ErrorLog {apache_root}/error.log", "TypesConfig /etc/mime.types"]
+    lines += [f"LoadModule {name}_module {MODULES}/mod_{name}.so" for name in REPO_MODULES]
+    lines += [f"User {user}", f"Group {user}"] if user else []
+    with open(os.path.join(apache_root, "shoal-repo.conf"), "w") as fh:
+        fh.write(snippet)
+    lines.append(f"Include {apache_root}/shoal-repo.conf")
+    conf = os.path.join(apache_root, "httpd.conf")
+    with open(conf, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    check = subprocess.run([APACHE, "-f", conf, "-t"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen([APACHE, "-f", conf, "-DFOREGROUND"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_port(port, timeout=30, proc=proc)
+        status, headers, body = http_get(f"{url}/prod/repodata/repomd.xml")
+        assert status == 200 and b"<repomd" in body and "max-age=300" in headers.get("Cache-Control", "")
+        rpm_name = built.rpm("client").name
+        status, headers, _ = http_get(f"{url}/prod/{rpm_name}")
+        assert status == 200 and headers.get("Content-Type") == "application/x-rpm"
+        status, _, listing = http_get(f"{url}/prod/")
+        assert status == 200 and rpm_name.encode() in listing
+        # dnf through the shoal.repo that make-repo.sh wrote for this URL.
+        reposdir = tmp_path / "yum.repos.d"
+        reposdir.mkdir()
+        shutil.copy(os.path.join(docroot, "shoal.repo"), reposdir / "shoal.repo")
+        assert repoquery(tmp_path / "dnf", reposdir=reposdir) == \
+            [row.format(repo="shoal") for row in expected_packages(built)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # our own session: this apache and its children only
+            proc.wait()

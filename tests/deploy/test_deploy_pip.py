@@ -49,9 +49,18 @@ def test_build_makes_sdist_and_wheel(short, tmp_path):
     with tarfile.open(sdist) as tf:
         members = {m.name.split("/", 1)[1] for m in tf.getmembers() if "/" in m.name}
         assert all(not m.issym() for m in tf.getmembers())
-    assert "pyproject.toml" in members and sources <= members
+    assert "pyproject.toml" in members and "setup.cfg" in members and sources <= members
+    # The licence travels with every wheel and sdist; the sdist carries the conf/ samples.
+    assert any(re.fullmatch(rf"shoal_{short}-{re.escape(version)}\.dist-info/(licenses/)?LICENSE", n) for n in names), names
+    assert "LICENSE" in members
+    conf = {f"conf/{p.name}" for p in (ROOT / f"shoal-{short}" / "conf").iterdir() if p.is_file()}
+    assert conf and conf <= members, conf - members
     if short == "client":
         assert "Requires-Dist" not in metadata  # standard library only
+    # pip installs only what is imported: no geoip2 (and its aiohttp, requests); pygeoip is an extra.
+    requires = re.findall(r"^Requires-Dist: (.+)$", metadata, re.M)
+    assert not [r for r in requires if r.lower().startswith("geoip2")]
+    assert all("extra ==" in r for r in requires if r.startswith(("pygeoip", "python-geoip-geolite2")))
 
 
 def _wheelhouse(dest: Path) -> Optional[Path]:

@@ -9,25 +9,12 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from deploy_helpers import PACKAGES, ROOT, make_env, run
+from deploy_helpers import PACKAGES, ROOT, dnf, make_env, run
 from support.tools import in_ci, requires
 
 MAKE_REPO = str(ROOT / "repo" / "make-repo.sh")
 
 pytestmark = [requires("dnf"), requires("createrepo_c"), requires("rpm")]
-
-
-def dnf(work: Path, *args: str, reposdir: Optional[Path] = None, check: bool = True) -> subprocess.CompletedProcess:
-    """dnf confined to ``work``: its own root, cache and config, no system repositories or plugins."""
-    work.mkdir(parents=True, exist_ok=True)
-    conf = work / "dnf.conf"
-    conf.write_text("[main]\ngpgcheck=1\nskip_if_unavailable=False\n")
-    empty = work / "no-repos"
-    empty.mkdir(exist_ok=True)
-    cmd = ["dnf", "-y", "--noplugins", f"--installroot={work / 'root'}", f"--config={conf}",
-           f"--setopt=reposdir={reposdir or empty}", f"--setopt=cachedir={work / 'cache'}",
-           "--releasever=9", "--setopt=metadata_expire=0", *args]
-    return run(cmd, check=check, timeout=120)
 
 
 def repoquery(work: Path, *args: str, **kw) -> List[str]:
@@ -45,7 +32,7 @@ def test_make_repo_layout_and_repo_file(built):
     for channel in ("prod", "dev"):
         assert (built.repo / channel / "repodata" / "repomd.xml").is_file()
         assert sorted(p.name for p in (built.repo / channel).glob("*.rpm")) == \
-            sorted(built.rpm(s).name for s in PACKAGES)  # releases go to both; no SRPMs in the yum repos
+            [p.name for p in built.binary_rpms()]  # releases go to both; no SRPMs in the yum repos
     sections = read_repo_file(built.repo / "shoal.repo")
     assert list(sections) == ["shoal", "shoal-dev"]
     assert sections["shoal"]["baseurl"] == f"{built.url}/prod" and sections["shoal"]["enabled"] == "1"
@@ -54,9 +41,15 @@ def test_make_repo_layout_and_repo_file(built):
     assert sections["shoal"]["gpgcheck"] == "0" and "not signed" in (built.repo / "shoal.repo").read_text()
 
 
+def expected_packages(built) -> List[str]:
+    """"name version noarch {repo}" for every binary RPM `make rpms` built."""
+    rows = [run(["rpm", "-qp", "--nosignature", "--qf", "%{NAME} %{VERSION} noarch", str(p)]).stdout
+            for p in built.binary_rpms()]
+    return sorted(row + " {repo}" for row in rows)
+
+
 def test_dnf_reads_the_repositories_over_http(built, tmp_path):
-    versions = built.versions
-    expected = sorted(f"shoal-{s} {versions[s]} noarch {{repo}}" for s in PACKAGES)
+    expected = expected_packages(built)
     for channel in ("prod", "dev"):
         found = repoquery(tmp_path / channel, f"--repofrompath=shoal-{channel},{built.url}/{channel}",
                           f"--repo=shoal-{channel}", "--setopt=*.gpgcheck=0")
@@ -74,8 +67,7 @@ def test_shoal_repo_file_points_at_the_repositories(built, tmp_path):
     listing = dnf(tmp_path / "w", "repolist", "--all", reposdir=reposdir).stdout
     rows = {line.split()[0]: line.split()[-1] for line in listing.splitlines()[1:] if line.strip()}
     assert rows == {"shoal": "enabled", "shoal-dev": "disabled"}, listing
-    assert repoquery(tmp_path / "w", reposdir=reposdir) == \
-        sorted(f"shoal-{s} {built.versions[s]} noarch shoal" for s in PACKAGES)
+    assert repoquery(tmp_path / "w", reposdir=reposdir) == [row.format(repo="shoal") for row in expected_packages(built)]
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +118,18 @@ def test_signed_repository(built, www, gnupg, tmp_path, dnf_keyrings):
     # rpm checks each package against the exported public key (and fails without it).
     dbpath = tmp_path / "rpmdb"
     rpms = sorted(str(p) for p in (out / "prod").glob("*.rpm"))
-    assert len(rpms) == len(PACKAGES)
+    assert len(rpms) == len(built.binary_rpms())
     unchecked = run(["rpm", "--dbpath", str(dbpath), "-K", *rpms], check=False)
     assert unchecked.returncode != 0
     run(["rpm", "--dbpath", str(dbpath), "--import", str(out / "RPM-GPG-KEY-shoal")])
     checked = run(["rpm", "--dbpath", str(dbpath), "-K", *rpms]).stdout
-    assert checked.count("digests signatures OK") == len(PACKAGES), checked
+    assert checked.count("digests signatures OK") == len(rpms), checked
 
     # dnf through shoal.repo: fetches the key over HTTP, verifies repomd.xml.asc, lists the packages.
     reposdir = tmp_path / "yum.repos.d"
     reposdir.mkdir()
     shutil.copy(out / "shoal.repo", reposdir / "shoal.repo")
-    assert repoquery(tmp_path / "ok", reposdir=reposdir) == \
-        sorted(f"shoal-{s} {built.versions[s]} noarch shoal" for s in PACKAGES)
+    assert repoquery(tmp_path / "ok", reposdir=reposdir) == [row.format(repo="shoal") for row in expected_packages(built)]
 
     # Metadata changed after signing is refused.
     repomd = out / "prod" / "repodata" / "repomd.xml"
@@ -165,8 +156,8 @@ def test_prerelease_goes_to_dev_only_and_update_keeps_history(built, www, tmp_pa
     root, base = www
     dist = tmp_path / "dist"
     dist.mkdir()
-    for short in PACKAGES:
-        shutil.copy(built.rpm(short), dist)
+    for path in built.binary_rpms():
+        shutil.copy(path, dist)
     out = root / "channels"
     env = make_env(SHOAL_DIST_DIR=str(dist), SHOAL_REPO_DIR=str(out), SHOAL_REPO_URL=f"{base}/channels")
     run([MAKE_REPO], env=env)
@@ -176,7 +167,8 @@ def test_prerelease_goes_to_dev_only_and_update_keeps_history(built, www, tmp_pa
     run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {tmp_path}", str(tmp_path / "SPECS" / "dev.spec")])
     shutil.copy(next((tmp_path / "RPMS" / "noarch").glob("*.rpm")), dist)
     second = run([MAKE_REPO], env=env)  # metadata exists now: createrepo_c --update
-    assert "dev (4 packages)" in second.stdout and "prod (3 packages)" in second.stdout
+    count = len(built.binary_rpms())
+    assert f"dev ({count + 1} packages)" in second.stdout and f"prod ({count} packages)" in second.stdout
 
     def versions(channel: str) -> List[str]:
         return sorted(line.split()[1] for line in repoquery(

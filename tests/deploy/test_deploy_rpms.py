@@ -11,28 +11,11 @@ from typing import Dict, List, Set
 
 import pytest
 
-from deploy_helpers import PACKAGES, ROOT, make_env, package_version, run
+from deploy_helpers import DIST_TAG, PACKAGES, ROOT, THIRD_PARTY, make_env, package_version, run
 from support.tools import require
 
 SITELIB_RE = re.compile(r"^/usr/lib/python3\.\d+/site-packages/")
 UNITS = {"server": "shoal-server.service", "agent": "shoal-agent.service"}
-
-# pyproject dependency -> the EL package the spec must require (None: deliberately not required,
-# with the reason). A new dependency without an entry fails test_requires_cover_pyproject.
-EL_PACKAGES: Dict[str, object] = {
-    "pika": "python3-pika",
-    "web.py": "python3-webpy",
-    "cheroot": "python3-cheroot",
-    "maxminddb": "python3-maxminddb",
-    "numpy": "python3-numpy",
-    "prometheus_client": "python3-prometheus_client",
-    "prometheus-client": "python3-prometheus_client",
-    "cryptography": "python3-cryptography",
-    "netifaces": "python3-netifaces",
-    "geoip2": None,    # only maxminddb (its reader) is imported; python3-maxminddb is required
-    "pygeoip": None,   # legacy .dat databases only; not packaged for EL 9, documented as optional
-}
-
 
 def rpm_query(path: Path, *args: str) -> str:
     return run(["rpm", "-qp", "--nosignature", *args, str(path)]).stdout
@@ -53,10 +36,18 @@ def requires_of(path: Path) -> Set[str]:
     return {line.strip() for line in rpm_query(path, "--requires").splitlines() if line.strip()}
 
 
-def test_make_rpms_builds_three_noarch_rpms_and_srpms(built):
+def test_make_rpms_builds_el9_rpms_and_srpms(built):
     names = sorted(p.name for p in built.dist.glob("*.rpm"))
-    expected = sorted(f"shoal-{s}-{package_version(s)}-1.{kind}.rpm" for s in PACKAGES for kind in ("noarch", "src"))
+    expected = sorted([f"shoal-{s}-{package_version(s)}-1{DIST_TAG}.{kind}.rpm" for s in PACKAGES
+                       for kind in ("noarch", "src")] + [built.rpm("server-httpd").name] +
+                      [built.third_party(n, kind).name for n in THIRD_PARTY for kind in ("noarch", "src")])
     assert names == expected, built.output
+    # Third-party modules: the SRPM carries the unmodified PyPI sdist of the spec's version.
+    for name, version in THIRD_PARTY.items():
+        sources = rpm_query(built.third_party(name, "src"), "--list").split()
+        assert any(re.fullmatch(rf"[\w.]+-{re.escape(version)}\.tar\.gz", s) for s in sources), sources
+        requires = requires_of(built.third_party(name))
+        assert "python(abi) = 3.9" in requires, requires
     for short in PACKAGES:
         info = rpm_query(built.rpm(short), "--qf", "%{NAME} %{VERSION} %{ARCH} %{LICENSE} %{PAYLOADCOMPRESSOR}")
         # The version is the package's __version__; xz so that every rpm still in use reads it.
@@ -89,13 +80,22 @@ def test_file_lists(built):
         entry = files[f"/etc/shoal/{name}"]
         assert entry["flags"] == "cn", entry
         assert (entry["perms"], entry["user"], entry["group"]) == (mode, "root", group)
-    assert server["/etc/httpd/conf.d/shoal.conf"]["flags"] == "cn"
     assert agent["/etc/logrotate.d/shoal-agent"]["flags"] == "cn"
+    assert server["/etc/logrotate.d/shoal-server"]["flags"] == "cn"
+    assert client["/etc/cron.d/shoal-client"]["flags"] == "cn"
+    # Apache mode is a subpackage: shoal-server alone never makes httpd serve Shoal.
+    assert not [f for f in server if f.startswith("/etc/httpd")]
+    httpd = files_of(built.rpm("server-httpd"))
+    assert list(httpd) == ["/etc/httpd/conf.d/shoal.conf"] and httpd["/etc/httpd/conf.d/shoal.conf"]["flags"] == "cn"
 
-    # systemd units for the two daemons, none for the cron-driven client.
+    # systemd units for the two daemons, a oneshot service and its timer for the client.
     assert "/usr/lib/systemd/system/shoal-server.service" in server
     assert "/usr/lib/systemd/system/shoal-agent.service" in agent
-    assert not [f for f in client if "systemd" in f]
+    assert {f for f in client if "systemd" in f} == {"/usr/lib/systemd/system/shoal-client.service",
+                                                     "/usr/lib/systemd/system/shoal-client.timer"}
+    # EL 9's python3 (3.9) paths, whatever python built them.
+    for files in (server, agent, client):
+        assert not [f for f in files if re.match(r"/usr/lib/python3\.(?!9/)", f)]
 
     # mod_wsgi script and static files for Apache; the server's state directory.
     assert "/usr/share/shoal-server/shoal.wsgi" in server
@@ -111,35 +111,20 @@ def test_file_lists(built):
 
 def test_requires(built):
     server, agent, client = (requires_of(built.rpm(s)) for s in PACKAGES)
-    assert {"python3", "python3-pika", "python3-netifaces"} <= agent
-    assert {"python3", "python3-pika", "python3-webpy", "python3-maxminddb"} <= server
+    assert {"python3", "python3-pika", "python3-netifaces", "python(abi) = 3.9"} <= agent
+    # The scriptlets' systemctl, declared as EL's %{systemd_requires} does (also on Debian's rpmbuild).
+    assert all("systemd" in r for r in (server, agent, client))
+    assert {"python3", "python3-pika", "python3-webpy", "python3-maxminddb", "python(abi) = 3.9"} <= server
     assert "python3-webpy" not in agent and "python3-netifaces" not in server
-    # The client needs Python and nothing else (rpm adds its own rpmlib() and config() entries).
-    extra = {r for r in client if not re.match(r"(rpmlib\(|config\(shoal-client\)|python\(abi\) = 3\.\d+$)", r)}
-    assert extra <= {"python3", "/usr/bin/python3"}, extra
-    # Weak dependencies: the GeoLite2 database and mod_wsgi are recommended, not forced.
+    # The client needs Python and nothing else (rpm adds rpmlib(), config() and the scriptlets' shell).
+    extra = {r for r in client if not re.match(r"(rpmlib\(|config\(shoal-client\)|python\(abi\) = 3\.9$)", r)}
+    assert extra <= {"python3", "/usr/bin/python3", "/bin/sh", "systemd"}, extra
+    # Weak dependencies: the GeoLite2 database is recommended, not forced; nothing pulls in httpd.
     recommends = rpm_query(built.rpm("server"), "--recommends").split("\n")
-    assert "geolite2-city" in recommends and "python3-mod_wsgi" in recommends
-
-
-def _pyproject_dependencies(short: str) -> List[str]:
-    try:
-        import tomllib  # type: ignore[import-not-found]
-    except ImportError:  # Python < 3.11
-        pytest.skip("tomllib needs Python 3.11")
-    with open(ROOT / f"shoal-{short}" / "pyproject.toml", "rb") as fh:
-        deps = tomllib.load(fh)["project"].get("dependencies", [])
-    return [re.split(r"[\s<>=!~;\[]", dep, 1)[0] for dep in deps]
-
-
-@pytest.mark.parametrize("short", PACKAGES)
-def test_requires_cover_pyproject(built, short):
-    """Every runtime dependency of the Python package is required by its RPM (or excused above)."""
-    requires = requires_of(built.rpm(short))
-    for dep in _pyproject_dependencies(short):
-        assert dep in EL_PACKAGES, f"shoal-{short} depends on {dep}: add its EL package to the spec and EL_PACKAGES"
-        if EL_PACKAGES[dep]:
-            assert EL_PACKAGES[dep] in requires, f"shoal-{short}.spec lacks Requires: {EL_PACKAGES[dep]}"
+    assert "geolite2-city" in recommends and "python3-mod_wsgi" not in recommends
+    assert not [r for r in server if "httpd" in r or "mod_wsgi" in r]
+    httpd = requires_of(built.rpm("server-httpd"))
+    assert {"httpd", "python3-mod_wsgi", f"shoal-server = {built.versions['server']}-1{DIST_TAG}"} <= httpd
 
 
 def test_scriptlets(built):
@@ -155,12 +140,13 @@ def test_scriptlets(built):
         assert re.search(rf"\$1 -eq 1 .*preset {unit}", parts["postinstall"]), parts
         assert re.search(rf"\$1 -eq 0 .*disable --now {unit}", parts["preuninstall"]), parts
         assert re.search(rf"\$1 -ge 1 .*try-restart {unit}", parts["postuninstall"]), parts
-    assert rpm_query(built.rpm("client"), "--scripts").strip() == ""
+    client = rpm_query(built.rpm("client"), "--scripts")
+    assert re.search(r"\$1 -eq 1 .*preset shoal-client.timer", client), client
 
 
 def test_syntax_of_shipped_scriptlets(built):
     """The scriptlets are valid POSIX shell (sh -n), as rpm will run them."""
-    for short in ("server", "agent"):
+    for short in ("server", "agent", "client", "server-httpd"):
         script = rpm_query(built.rpm(short), "--scripts")
         for body in re.split(r"\w+ scriptlet \(using /bin/sh\):\n", script)[1:]:
             proc = subprocess.run(["sh", "-n"], input=body, text=True, capture_output=True)
@@ -171,7 +157,7 @@ def test_syntax_of_shipped_scriptlets(built):
 def scratch_root(built, tmp_path_factory) -> Path:
     """All three RPMs installed into an empty root by rpm itself (no deps, no scriptlets: no shell there)."""
     root = tmp_path_factory.mktemp("rpmroot")
-    rpms = [str(built.rpm(s)) for s in PACKAGES]
+    rpms = [str(p) for p in built.binary_rpms()]
     run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "--initdb"])
     run(["rpm", "--root", str(root), "--dbpath", "/var/lib/rpm", "--nodeps", "--noscripts", "--nosignature",
          "-i", *rpms])
@@ -183,14 +169,22 @@ def installed_sitelib(root: Path) -> Path:
     return sitelib
 
 
+def venv_sitelib() -> str:
+    """This venv's site-packages (pika & co for the installed code to import)."""
+    import sysconfig
+    return sysconfig.get_path("purelib")
+
+
 def test_rpm_installs_files_into_scratch_root(built, scratch_root):
     out = run(["rpm", "--root", str(scratch_root), "--dbpath", "/var/lib/rpm", "-qa", "--qf", "%{NAME}\n"]).stdout
-    assert sorted(out.split()) == ["shoal-agent", "shoal-client", "shoal-server"]
+    assert sorted(out.split()) == sorted(["shoal-agent", "shoal-client", "shoal-server", "shoal-server-httpd",
+                                          *THIRD_PARTY])
     for path in ("usr/bin/shoal-server", "usr/bin/shoal-agent", "usr/bin/shoal-client",
                  "etc/shoal/shoal_server.conf", "etc/shoal/shoal_agent.conf", "etc/shoal/shoal_client.conf",
                  "usr/lib/systemd/system/shoal-server.service", "usr/lib/systemd/system/shoal-agent.service",
                  "etc/httpd/conf.d/shoal.conf", "etc/logrotate.d/shoal-agent", "usr/share/shoal-server/shoal.wsgi"):
         assert (scratch_root / path).is_file(), path
+    assert (scratch_root / "usr/lib/python3.9/site-packages/web/__init__.py").is_file()
     for cmd in ("shoal-server", "shoal-agent", "shoal-client"):
         first = (scratch_root / "usr/bin" / cmd).read_text().splitlines()[0]
         assert first == "#!/usr/bin/python3", (cmd, first)  # not the build host's venv
@@ -204,7 +198,8 @@ def test_rpm_installs_files_into_scratch_root(built, scratch_root):
 
 def test_installed_commands_run(built, scratch_root):
     sitelib = installed_sitelib(scratch_root)
-    env = {**make_env(), "PYTHONPATH": str(sitelib), "PYTHONDONTWRITEBYTECODE": "1"}
+    # The RPMs' own modules first (shoal_*, and web.py 0.62 from python3-webpy), then the venv's.
+    env = {**make_env(), "PYTHONPATH": f"{sitelib}:{venv_sitelib()}", "PYTHONDONTWRITEBYTECODE": "1"}
     for short in ("server", "agent"):
         # The installed code (not the work tree's) runs, with the venv providing pika & co.
         where = run([sys.executable, "-c", f"import shoal_{short}; print(shoal_{short}.__file__)"], env=env).stdout
@@ -242,9 +237,9 @@ def test_installed_units_verify(built, scratch_root, tmp_path):
     (so the command really exists); verify prints a line for every bad or unknown setting.
     """
     require("systemd-analyze")
-    for unit in UNITS.values():
+    for unit in (*UNITS.values(), "shoal-client.service", "shoal-client.timer"):
         text = (scratch_root / "usr/lib/systemd/system" / unit).read_text()
-        assert "ExecStart=/usr/bin/" in text
+        assert "ExecStart=/usr/bin/" in text or unit.endswith(".timer")
         copy = tmp_path / unit
         copy.write_text(text.replace("ExecStart=/usr/bin/", f"ExecStart={scratch_root}/usr/bin/"))
         proc = run(["systemd-analyze", "--man=no", "verify", str(copy)], check=False)
@@ -283,7 +278,8 @@ def test_sample_server_config_documents_every_key():
 def test_srpm_rebuilds_without_the_build_script(built, tmp_path):
     """The SRPM is self-contained: `rpmbuild --rebuild` makes the same package, version included."""
     top = tmp_path / "rpmbuild"
-    run(["rpmbuild", "--rebuild", "--nodeps", "--quiet", "--define", f"_topdir {top}",
+    run(["rpmbuild", "--rebuild", "--nodeps", "--quiet", "--define", f"_topdir {top}", "--define", f"dist {DIST_TAG}",
+         "--define", "python3_sitelib /usr/lib/python3.9/site-packages",
          "--define", f"python3 {sys.executable}", str(built.rpm("client", "src"))], timeout=180)
     (rebuilt,) = list((top / "RPMS" / "noarch").glob("*.rpm"))
     assert rebuilt.name == built.rpm("client").name
@@ -291,12 +287,12 @@ def test_srpm_rebuilds_without_the_build_script(built, tmp_path):
 
 
 def test_rpms_for_another_python_version(tmp_path):
-    """SHOAL_RPM_PYTHON_VERSION=3.9 lays the files out for EL 9's python3 and requires python(abi) = 3.9."""
+    """SHOAL_RPM_PYTHON_VERSION=3.12 and SHOAL_RPM_DIST=.el10 retarget the build (EL 10's python3)."""
     env = make_env(PYTHON=sys.executable, SHOAL_DIST_DIR=str(tmp_path), SHOAL_PACKAGES="client",
-                   SHOAL_RPM_PYTHON_VERSION="3.9")
+                   SHOAL_THIRD_PARTY="", SHOAL_RPM_PYTHON_VERSION="3.12", SHOAL_RPM_DIST=".el10")
     run([str(ROOT / "repo" / "build-rpms.sh")], env=env, timeout=180)
-    rpm = tmp_path / f"shoal-client-{package_version('client')}-1.noarch.rpm"
+    rpm = tmp_path / f"shoal-client-{package_version('client')}-1.el10.noarch.rpm"
     files = files_of(rpm)
-    assert any(f.startswith("/usr/lib/python3.9/site-packages/shoal_client/") for f in files)
-    assert not [f for f in files if re.match(r"/usr/lib/python3\.(?!9/)", f)]
-    assert "python(abi) = 3.9" in requires_of(rpm)
+    assert any(f.startswith("/usr/lib/python3.12/site-packages/shoal_client/") for f in files)
+    assert not [f for f in files if re.match(r"/usr/lib/python3\.(?!12/)", f)]
+    assert "python(abi) = 3.12" in requires_of(rpm)
