@@ -103,9 +103,11 @@ class HeartbeatSink:
 
     def __init__(self, table: CacheTable, locator: GeoLocator, limits: Limits, status: ConsumerStatus,
                  clock: Callable[[], float] = time.time,
-                 policy: Optional[Callable[[Heartbeat], None]] = None) -> None:
+                 policy: Optional[Callable[[Heartbeat], None]] = None,
+                 uuid_limit: Optional[Callable[[Heartbeat], Optional[int]]] = None) -> None:
         self._table, self._locator, self._limits = table, locator, limits
         self._status, self._clock, self._policy = status, clock, policy
+        self._uuid_limit = uuid_limit
         self._log = RateLimitedLog(logger)
 
     @property
@@ -113,13 +115,19 @@ class HeartbeatSink:
         """The extra admission check (e.g. the hostname policy), also applied to restored entries."""
         return self._policy
 
+    @property
+    def uuid_limit(self) -> Optional[Callable[[Heartbeat], Optional[int]]]:
+        """How many uuids a heartbeat's identity may hold (None: no limit)."""
+        return self._uuid_limit
+
     def handle(self, body: bytes, user_id: Optional[str] = None) -> Optional[CacheEntry]:
         """Return the updated entry, or None when the message was dropped (and logged)."""
         try:
             hb = parse_heartbeat(body, self._clock(), self._limits, user_id)
             if self._policy is not None:
                 self._policy(hb)
-            entry = self._table.upsert(hb, self._clock(), self._locator.locate)
+            limit = self._uuid_limit(hb) if self._uuid_limit is not None else None
+            entry = self._table.upsert(hb, self._clock(), self._locator.locate, max_uuids=limit)
         except InvalidHeartbeat as err:
             self._status.count(err.reason)
             self._status.refused.record(sender_of(body), user_id, err.reason, err.detail, err.offset, self._clock())
