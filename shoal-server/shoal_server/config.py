@@ -78,6 +78,11 @@ class SecuritySettings:
     max_uuids_per_identity: int = setting(4, to_int(1, 10000))
     legacy_agents: str = setting("refuse", to_choice("refuse", "accept"))
     legacy_users: Tuple[str, ...] = setting(("guest",), to_list)
+    # Publish-rate bound (with use_ssl): per identity, and for all senders without one together.
+    max_heartbeat_rate: float = setting(2.0, to_float(0.01, 100000))
+    max_heartbeat_burst: float = setting(60.0, to_float(1, 1000000))
+    legacy_heartbeat_rate: float = setting(200.0, to_float(0.01, 1000000))
+    legacy_heartbeat_burst: float = setting(2000.0, to_float(1, 10000000))
     # Single-host labs and tests: serve loopback/private/documentation addresses. Never in production.
     lab_addresses: bool = False
 

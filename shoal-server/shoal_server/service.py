@@ -8,7 +8,7 @@ import time
 from typing import Callable, List, Optional
 
 from .config import ServerConfig
-from .consumer import Consumer, ConsumerStatus, HeartbeatSink
+from .consumer import Consumer, ConsumerStatus, HeartbeatSink, RateLimit
 from .geo import GeoLocator, open_locator
 from .heartbeat import Heartbeat, InvalidHeartbeat, Limits
 from .policy import build_policy
@@ -50,8 +50,11 @@ class ShoalService:
             logger.warning("use_ssl = true and [security] grants is not set: every agent's heartbeat is dropped "
                            "(address_not_granted) until its networks are granted (docs/security.md)")
         self._grants_generation = self.policy.generation if self.policy is not None else 0
+        rate_limit = RateLimit(security.max_heartbeat_rate, security.max_heartbeat_burst,
+                               security.legacy_heartbeat_rate, security.legacy_heartbeat_burst) if use_ssl else None
         self.sink = HeartbeatSink(self.table, self.locator, self.limits, self.status, clock, policy=self.policy,
-                                  uuid_limit=self.policy.uuid_limit if self.policy is not None else None)
+                                  uuid_limit=self.policy.uuid_limit if self.policy is not None else None,
+                                  rate_limit=rate_limit)
         self.snapshots = Snapshots(config.general.state_dir, config.rabbitmq.amqp_exchange, self.limits,
                                    cache.cache_inactive_time)
         self._expiry_paused = False

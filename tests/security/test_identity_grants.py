@@ -93,7 +93,8 @@ def test_one_agent_cert_with_cern_range_addresses_is_never_served_to_cern(tmp_pa
 
 def test_one_certificate_sending_50000_uuids_keeps_only_its_allowance(tmp_path):
     """Table row: one certificate sends 50,000 uuids — at most max_uuids_per_identity (4) are kept."""
-    service = make_service(tmp_path)
+    # The rate bound alone would drop most of them (next test); lift it to see the uuid limit work.
+    service = make_service(tmp_path, max_heartbeat_rate=1e5, max_heartbeat_burst=1e6)
     started = time.perf_counter()
     for i in range(50000):
         service.sink.handle(hb(f"flood-{i}", "squid.evil.example", "81.2.69.5", load=0), "squid.evil.example")
@@ -110,6 +111,25 @@ def test_one_certificate_sending_50000_uuids_keeps_only_its_allowance(tmp_path):
     for i in range(10):
         service.sink.handle(hb(f"uvic-{i}", "squid-a.uvic.ca", "142.104.5.5"), "gw.uvic.ca")
     assert service.table.owned("gw.uvic.ca") == 8
+
+
+def test_one_identity_flooding_is_bounded_by_the_publish_rate(tmp_path):
+    """Table row: one agent identity at 7,700 msg/s — the server takes at most burst + rate x time."""
+    service = make_service(tmp_path, legacy_agents="accept")
+    started = time.monotonic()
+    accepted = sum(1 for i in range(7700)
+                   if service.sink.handle(hb("flood-0", "squid.evil.example", "81.2.69.5", load=i),
+                                          "squid.evil.example"))
+    elapsed = time.monotonic() - started
+    assert accepted <= 60 + 2.0 * elapsed + 1, (accepted, elapsed)
+    assert accepted >= 60
+    assert dropped(service)["rate_limited"] == 7700 - accepted
+    # another identity is not affected by the first one's flood
+    assert service.sink.handle(hb("cern-1", "squid.cern.ch", "188.184.10.20"), "squid.cern.ch")
+    # senders without identity share one pool (200/s, burst 2000)
+    legacy = sum(1 for i in range(3000) if service.sink.handle(hb(f"old-{i % 50}", f"old{i % 50}.example.org",
+                                                                  "81.2.70.5"), None))
+    assert 2000 <= legacy <= 2000 + 200 * (time.monotonic() - started) + 1
 
 
 def test_another_sites_hostname_is_refused_with_the_default_config(tmp_path):
