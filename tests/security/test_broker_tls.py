@@ -58,10 +58,13 @@ def servers(broker, agents, allow_list, tmp_path_factory):
     ident = broker.add_server("shoal-server")
     work = tmp_path_factory.mktemp("servers")
     cache = {"cache_inactive_time": 120, "cache_cleanse_interval": 5}
+    # Each test sends fresh uuids from the same few identities: lift the per-identity uuid limit
+    # (tested in test_identity_grants.py) so it does not decide these tests.
     plain = ServerProcess(str(work / "plain"), broker.rabbitmq_section(ident), cache,
-                          extra={"security": {"require_hostname_match": "false", "require_network_grant": "false"}})
-    strict = ServerProcess(str(work / "policy"), broker.rabbitmq_section(ident), cache,
-                           extra={"security": {"grants": str(allow_list)}})   # the use_ssl defaults
+                          extra={"security": {"require_hostname_match": "false", "require_network_grant": "false",
+                                              "max_uuids_per_identity": 1000}})
+    strict = ServerProcess(str(work / "policy"), broker.rabbitmq_section(ident), cache,   # the use_ssl defaults
+                           extra={"security": {"grants": str(allow_list), "max_uuids_per_identity": 1000}})
     started = []
     try:
         for proc in (plain, strict):
