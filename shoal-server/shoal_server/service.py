@@ -135,8 +135,9 @@ class ShoalService:
         if not self.snapshots.prepare():
             return 0
         entries = self.snapshots.load(self.clock(), self.locator.locate, admit=self.sink.policy)
-        self.table.load(entries, max_uuids=self.sink.uuid_limit)
-        return len(entries)
+        before = len(self.table)
+        self.table.load(entries, max_uuids=self.sink.uuid_limit)   # the uuid limit holds for restored entries
+        return len(self.table) - before
 
     def save(self) -> bool:
         """Write the table snapshot now (no-op without ``state_dir``)."""

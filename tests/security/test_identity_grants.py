@@ -13,7 +13,7 @@ import time
 import pytest
 
 from shoal_server.amqp import RabbitSettings
-from shoal_server.config import CacheSettings, SecuritySettings, ServerConfig
+from shoal_server.config import CacheSettings, GeneralSettings, SecuritySettings, ServerConfig
 from shoal_server.geo import Location
 from shoal_server.service import ShoalService
 
@@ -36,13 +36,13 @@ class FakeGeo:
         pass
 
 
-def make_service(tmp_path, grants=GRANTS, use_ssl=True, **security):
+def make_service(tmp_path, grants=GRANTS, use_ssl=True, state_dir="", **security):
     path = ""
     if grants is not None:
         path = str(tmp_path / "grants")
         with open(path, "w") as fh:
             fh.write(grants)
-    config = ServerConfig(rabbitmq=RabbitSettings(use_ssl=use_ssl),
+    config = ServerConfig(general=GeneralSettings(state_dir=state_dir), rabbitmq=RabbitSettings(use_ssl=use_ssl),
                           cache=CacheSettings(cache_inactive_time=600),
                           security=SecuritySettings(grants=path, **security), path=str(tmp_path / "shoal_server.conf"))
     return ShoalService(config, locator=FakeGeo(), clock=lambda: NOW)
