@@ -174,6 +174,7 @@ class CacheTable:
         # Per identity: how many uuids it holds; per host name: how many authenticated entries use it.
         self._owned: Counter[str] = collections.Counter()
         self._auth_hosts: Counter[str] = collections.Counter()
+        self._unauth_hosts: Counter[str] = collections.Counter()
 
     @property
     def version(self) -> int:
@@ -200,7 +201,7 @@ class CacheTable:
             old = self._rows[i] if i is not None else None
             _check_owner(old, hb)
             self._check_place(old, hb, max_uuids)
-            if hb.authenticated and hb.hostname not in self._auth_hosts:
+            if hb.authenticated and hb.hostname in self._unauth_hosts and hb.hostname not in self._auth_hosts:
                 self._evict_squatters(hb)
                 i = self._slot.get(hb.uuid)
             if old is None or i is None:
@@ -209,8 +210,9 @@ class CacheTable:
                 self._cols.set_row(i, entry)
             else:
                 entry = CacheEntry(hb, old.created, now, location, old.verified, old.owner or hb.user_id)
-                self._unindex(old)
-                self._index(entry)
+                if (old.hb.hostname, old.hb.authenticated, old.owner) != (hb.hostname, hb.authenticated, entry.owner):
+                    self._unindex(old)
+                    self._index(entry)
                 self._rows[i] = entry
                 self._cols.set_row(i, entry, located=(location is not old.location
                                                       or hb.public_ip != old.hb.public_ip
@@ -319,16 +321,16 @@ class CacheTable:
             self._auth_hosts[entry.hb.hostname] += 1
             if entry.owner:
                 self._owned[entry.owner] += 1
+        else:
+            self._unauth_hosts[entry.hb.hostname] += 1
 
     def _unindex(self, entry: CacheEntry) -> None:
         if entry.hb.authenticated:
-            self._auth_hosts[entry.hb.hostname] -= 1
-            if self._auth_hosts[entry.hb.hostname] <= 0:
-                del self._auth_hosts[entry.hb.hostname]
+            _decrement(self._auth_hosts, entry.hb.hostname)
             if entry.owner:
-                self._owned[entry.owner] -= 1
-                if self._owned[entry.owner] <= 0:
-                    del self._owned[entry.owner]
+                _decrement(self._owned, entry.owner)
+        else:
+            _decrement(self._unauth_hosts, entry.hb.hostname)
 
     def _check_place(self, old: Optional[CacheEntry], hb: Heartbeat, max_uuids: Optional[int]) -> None:
         if not hb.authenticated:
@@ -351,6 +353,7 @@ class CacheTable:
         self._slot = {e.uuid: i for i, e in enumerate(self._rows)}
         self._owned.clear()
         self._auth_hosts.clear()
+        self._unauth_hosts.clear()
         for e in self._rows:
             self._index(e)
         capacity = len(self._cols)
@@ -363,6 +366,12 @@ class CacheTable:
         if location is None:
             return None
         return self._places.setdefault(location, location)
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 def _check_owner(old: Optional[CacheEntry], hb: Heartbeat) -> None:
