@@ -256,7 +256,8 @@ class CacheTable:
         with self._lock:
             return self._owned.get(user, 0)
 
-    def load(self, entries: Iterable[CacheEntry], max_uuids: Optional[Callable[[Heartbeat], Optional[int]]] = None) -> None:
+    def load(self, entries: Iterable[CacheEntry],
+             max_uuids: Optional[Callable[[Heartbeat], Optional[int]]] = None) -> None:
         """Insert entries restored from a snapshot file (existing uuids win, limits as for heartbeats)."""
         with self._lock:
             for entry in entries:
