@@ -97,7 +97,8 @@ class ShoalService:
             self.purge()
 
     def purge(self) -> List[str]:
-        """Drop caches silent for longer than ``cache_inactive_time``, unless the broker outage explains it."""
+        """Drop caches outside their grants, and caches silent too long (unless a broker outage explains it)."""
+        ungranted = self.recheck_grants()   # whatever the broker's state: never served outside its grant
         now = self.clock()
         inactive = self.config.cache.cache_inactive_time
         connected, since = self.status.connection_state()
@@ -107,14 +108,14 @@ class ShoalService:
                            "consumer %s: cache expiry waits until it has been connected for %.0f s",
                            "connected recently" if connected else "disconnected", inactive)
             self._expiry_paused = True
-            return []
+            return ungranted
         if self._expiry_paused:
             logger.info("cache expiry resumed")
             self._expiry_paused = False
         gone = self.table.expire(now, inactive)
         if gone:
             logger.info("purged %d inactive cache(s): %s", len(gone), ", ".join(gone[:10]))
-        return gone + self.recheck_grants()
+        return ungranted + gone
 
     def recheck_grants(self) -> List[str]:
         """After the grants file changed, remove every cache it no longer covers (it is never served)."""

@@ -207,6 +207,22 @@ def test_password_logins_cannot_reach_certificate_users(broker, modern, servers)
             pika.BlockingConnection(broker.legacy_params("shoal-server", password, tls=True))
 
 
+def test_a_cache_outside_a_changed_grant_leaves_the_live_servers(broker, modern, servers, tmp_path):
+    """Re-granting with shoal-ca (the documented step) takes effect on running servers: never served outside it."""
+    from support.tlsbroker import run_ca
+    agent = run_modern_agent(broker, modern, tmp_path)
+    for server in servers:
+        wait_listed(server, agent.uuid)
+    run_ca("--dir", broker.ca_dir, "grant", MODERN, "--network", OLD_SITE)      # moves it elsewhere
+    try:
+        for server in servers:
+            server.wait_for(lambda body: all(r["hostname"] != MODERN for r in body.values()), timeout=40,
+                            path="/all")
+            assert "removed" in server.log() and "the new grants do not cover" in server.log()
+    finally:
+        run_ca("--dir", broker.ca_dir, "grant", MODERN, "--network", "81.2.69.0/24", "--network", "192.0.2.0/24")
+
+
 def _text(server, path):
     from support.procs import http_get
     status, _, body = http_get(server.url + path)
