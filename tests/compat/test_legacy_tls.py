@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import ssl
 import time
 import uuid as uuidlib
@@ -26,7 +25,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from support.procs import ServerProcess
+from support.procs import ServerProcess, http_get
 from support.tlsbroker import TLSBroker
 
 pytestmark = pytest.mark.integration
@@ -143,7 +142,7 @@ def test_modern_and_legacy_agents_at_once(broker, modern, servers, tmp_path):
     for body in (old_095, old_head, old_071):
         assert records[body["uuid"]]["authenticated"] is False
         assert records[body["uuid"]]["hostname"] == body["hostname"]
-    metrics = accept.get_text("/metrics") if hasattr(accept, "get_text") else _text(accept, "/metrics")
+    metrics = _text(accept, "/metrics")
     assert re.search(r"^shoal_caches_unauthenticated 3\.0$", metrics, re.M), metrics
     page = _text(accept, "/")
     assert 'id="unauthenticated-count">3<' in page and page.count('data-authenticated="false"') == 3
@@ -224,6 +223,6 @@ def test_a_cache_outside_a_changed_grant_leaves_the_live_servers(broker, modern,
 
 
 def _text(server, path):
-    from support.procs import http_get
     status, _, body = http_get(server.url + path)
-    return body.decode() if isinstance(body, bytes) else body
+    assert status == 200, (path, status)
+    return body.decode()
