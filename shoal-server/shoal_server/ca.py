@@ -173,7 +173,7 @@ def grant_tokens(names: Sequence[str], networks: Sequence[str], uuids: Optional[
     """Check and normalise what ``--name``/``--network``/``--uuids`` grant; the tokens of one grants line."""
     tokens = []
     for name in names:
-        if not is_hostname(name) or len(name.rstrip(".")) > NAME_MAX:
+        if not is_hostname(name.rstrip(".").lower()) or len(name.rstrip(".")) > NAME_MAX:
             raise CAError(f"--name {name!r} is not a host name")
         tokens.append(name.rstrip(".").lower())
     for text in networks:
