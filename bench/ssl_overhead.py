@@ -234,6 +234,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         broker.start()
         try:
             agent = broker.add_agent("bench-agent.example.org")
+            # The benchmark holds hundreds of connections as one identity; lift the per-user
+            # connection limit rabbitmq-shoal-users sets (3 per agent) for it.
+            broker.node.ctl("set_user_limits", agent.cn, '{"max-connections": -1, "max-channels": -1}')
             kinds = {"plain": broker.plain_params(), "tls": broker.params(agent)}
             PARAMS.update(kinds)
             for kind, params in kinds.items():

@@ -322,10 +322,25 @@ class Demo:
 
     def identities(self):
         t = self.progress.begin(f"certificates and broker users for shoal-server and {len(self.sites)} agents")
+        from support.tlsbroker import issue
+        from shoal_agent.addresses import NoUsableAddress, choose, list_addresses
+
         server = self.node.add_server("shoal-server")
-        agents = {site.hostname: self.node.issue("agent", site.hostname) for site in self.sites}
+        agents = {}
+        for site in self.sites:
+            # Each site's grant, recorded by shoal-ca as it issues the certificate: the address it
+            # announces, and the interface address its agent reports as public_ip (all demo sites
+            # share this host's).
+            networks = [f"{site.external_ip}/32"]
+            try:
+                local = choose(list_addresses(), site.external_ip).public_ip
+            except NoUsableAddress:
+                local = None
+            if local:
+                networks.append(local + ("/128" if ":" in local else "/32"))
+            agents[site.hostname] = issue(self.node.ca_dir, "agent", site.hostname, networks=networks)
         self.node.users("add-agent", *agents)
-        self.progress.done(t, "shoal-ca server/agent + rabbitmq-shoal-users add-server/add-agent")
+        self.progress.done(t, "shoal-ca server/agent --network + rabbitmq-shoal-users add-server/add-agent")
         return server, agents
 
     def start_server(self, ident) -> None:
@@ -335,6 +350,7 @@ class Demo:
             "general": {"host": "127.0.0.1", "port": self.port},
             "rabbitmq": self.node.rabbitmq_section(ident),
             "cache": {"cache_inactive_time": 6 * AGENT_INTERVAL, "cache_cleanse_interval": AGENT_INTERVAL},
+            "security": {"grants": self.node.grants_path},   # what shoal-ca granted each site
             "logging": {"log_file": os.path.join(folder, "server.log"), "logging_level": "info"},
         })
         self.server = Child("shoal-server", [tool("shoal-server"), "--config", config],

@@ -102,7 +102,7 @@ done
 # conf/ files each spec lists as Source2.. (Source0 is the sdist, Source1 the LICENSE).
 sources_for() {
     case "$1" in
-        server) echo "conf/shoal_server.conf conf/shoal-server.service conf/shoal.conf conf/shoal.wsgi conf/rabbitmq.conf conf/rabbitmq-definitions.json conf/rabbitmq-shoal-users conf/shoal-server.logrotate" ;;
+        server) echo "conf/shoal_server.conf conf/shoal-server.service conf/shoal.conf conf/shoal.wsgi conf/rabbitmq.conf conf/rabbitmq-definitions.json conf/rabbitmq-shoal-users conf/shoal-server.logrotate conf/rabbitmq-legacy.conf" ;;
         agent) echo "conf/shoal_agent.conf conf/shoal-agent.service conf/shoal-agent.logrotate conf/shoal-agent.init" ;;
         client) echo "conf/shoal_client.conf conf/shoal-client.service conf/shoal-client.timer conf/shoal-client.cron" ;;
     esac

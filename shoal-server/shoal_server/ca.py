@@ -8,8 +8,12 @@ mode 0600 before any byte is written, extensions are set explicitly instead of t
 
 Layout of the CA directory (``--dir``, default ``$SHOAL_CA_DIR`` or ``/etc/shoal/ca``)::
 
-    ca.key  ca.crt  index.json  crl.pem
+    ca.key  ca.crt  index.json  crl.pem  grants
     brokers/NAME.{crt,key}  servers/NAME.{crt,key}  agents/NAME.{crt,key}
+
+``grants`` is the server's ``[security] grants`` file (host names, networks, uuids=N per agent
+CN), written by ``shoal-ca agent NAME --network CIDR`` and ``shoal-ca grant``: the site's grant
+is recorded where its certificate is issued. The directory is kept at mode 0700.
 """
 from __future__ import annotations
 
@@ -41,6 +45,8 @@ CRL_DAYS = 30
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 KEY_TYPES = ("ec", "rsa")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+CN_MAX = 64              # X.509 upper bound for a common name (RFC 5280 ub-common-name)
+NAME_MAX = 253           # a DNS name
 
 
 class CAError(Exception):
@@ -126,6 +132,13 @@ def check_names(kind: str, names: Sequence[str]) -> Tuple[str, ...]:
         raise CAError("an agent certificate has exactly one host name (issue one per Squid)")
     checked = []
     for name in names:
+        if len(name.rstrip(".")) > NAME_MAX:
+            raise CAError(f"{name[:40]!r}... has {len(name)} characters; a host name has at most {NAME_MAX}")
+        ip = _ip(name)
+        if kind == "agent" and ip is not None and not (ip.is_global and not ip.is_multicast):
+            # A worker would be sent to this address as its proxy: loopback, private, link-local,
+            # reserved or broadcast would make any local listener on that port the proxy.
+            raise CAError(f"{name!r} is not a global unicast address; an agent's IP-literal name must be one")
         if kind == "server":
             ok, what = bool(_NAME_RE.match(name)), "a name of [A-Za-z0-9._-]"
         else:
@@ -138,7 +151,63 @@ def check_names(kind: str, names: Sequence[str]) -> Tuple[str, ...]:
         if not ok:
             raise CAError(f"{name!r} is not {what}")
         checked.append(name.lower() if kind != "server" else name)
+    if len(checked[0]) > CN_MAX:
+        raise CAError(f"{checked[0]!r} has {len(checked[0])} characters; a certificate CN (the broker user) has "
+                      f"at most {CN_MAX}: use a shorter alias as the name and grant the long one "
+                      f"(shoal-ca grant CN --name LONG)" if kind == "agent" else
+                      f"{checked[0]!r} has {len(checked[0])} characters; a certificate CN has at most {CN_MAX} "
+                      "(list the long name after a shorter first one)")
     return tuple(checked)
+
+
+def _ip(name: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+    try:
+        return ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return None
+
+
+# ---- grants ------------------------------------------------------------------------------------
+
+def grant_tokens(names: Sequence[str], networks: Sequence[str], uuids: Optional[int]) -> List[str]:
+    """Check and normalise what ``--name``/``--network``/``--uuids`` grant; the tokens of one grants line."""
+    tokens = []
+    for name in names:
+        if not is_hostname(name.rstrip(".").lower()) or len(name.rstrip(".")) > NAME_MAX:
+            raise CAError(f"--name {name!r} is not a host name")
+        tokens.append(name.rstrip(".").lower())
+    for text in networks:
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise CAError(f"--network {text!r} is not a network (CIDR, e.g. 192.0.2.0/24)") from None
+        tokens.append(str(net))
+    if uuids is not None:
+        if not 1 <= uuids <= 10000:
+            raise CAError("--uuids must be 1-10000")
+        tokens.append(f"uuids={uuids}")
+    return tokens
+
+
+def update_grants(text: str, cn: str, tokens: Sequence[str]) -> str:
+    """Replace ``cn``'s line in a grants file's text (drop it when ``tokens`` is empty); keep the rest."""
+    lines = [line for line in text.splitlines()
+             if not (line.split("#", 1)[0].split() or [""])[0].rstrip(":") == cn]
+    if tokens:
+        lines.append(f"{cn:<30} {' '.join(tokens)}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _tighten(path: str, mode: int) -> Optional[str]:
+    """Remove permission bits beyond ``mode`` from an existing file or directory; say what changed."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if st.st_mode & 0o777 & ~mode:
+        os.chmod(path, st.st_mode & 0o777 & mode)
+        return f"tightened {path} from {st.st_mode & 0o777:04o} to {st.st_mode & 0o777 & mode:04o}"
+    return None
 
 
 def issue(ca_key: PrivateKey, ca_cert: x509.Certificate, kind: str, names: Sequence[str], key: PrivateKey,
@@ -230,6 +299,8 @@ class CADirectory:
         self.cert_path = os.path.join(path, "ca.crt")
         self.index_path = os.path.join(path, "index.json")
         self.crl_path = os.path.join(path, "crl.pem")
+        self.grants_path = os.path.join(path, "grants")
+        self.notes: List[str] = []
 
     def exists(self) -> bool:
         return os.path.exists(self.key_path) or os.path.exists(self.cert_path)
@@ -238,6 +309,7 @@ class CADirectory:
         if self.exists():
             raise CAError(f"{self.path} already holds a CA; refusing to overwrite it")
         os.makedirs(self.path, mode=0o700, exist_ok=True)
+        self.tighten()
         key = new_key(key_type)
         cert = make_ca(key, cn, now, days)
         _write(self.key_path, key_pem(key), 0o600)
@@ -246,7 +318,25 @@ class CADirectory:
         self.write_crl(now)
         return cert
 
+    def tighten(self) -> None:
+        """An existing CA directory gets 0700 and its key 0600, whatever they were (e.g. 0777)."""
+        for path, mode in ((self.path, 0o700), (self.key_path, 0o600)):
+            note = _tighten(path, mode)
+            if note:
+                self.notes.append(note)
+
+    def grant(self, cn: str, tokens: Sequence[str]) -> str:
+        """Record ``cn``'s grant in the grants file (replacing its old line); return the file's path."""
+        try:
+            with open(self.grants_path) as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            text = "# shoal-server [security] grants, written by shoal-ca: CN  names networks uuids=N\n"
+        _write(self.grants_path, update_grants(text, cn, tokens).encode(), 0o644)
+        return self.grants_path
+
     def load(self) -> Tuple[PrivateKey, x509.Certificate]:
+        self.tighten()
         try:
             with open(self.key_path, "rb") as fh:
                 key = serialization.load_pem_private_key(fh.read(), password=None)
@@ -345,6 +435,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         p.add_argument("--valid-from", type=_when, help="start of validity, ISO date (default: now)")
         p.add_argument("--out", help="write NAME.crt and NAME.key here instead of the CA directory")
         p.add_argument("--key-type", choices=KEY_TYPES, default="ec", help="ec = P-256 (default), rsa = 3072 bit")
+        if name == "agent":
+            grant_options(p)
+
+    def grant_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--network", action="append", default=[], metavar="CIDR",
+                       help="grant a network for the cache's public/external address (repeat for more)")
+        p.add_argument("--name", action="append", default=[], metavar="HOSTNAME", dest="grant_names",
+                       help="grant another host name the agent may advertise (repeat for more)")
+        p.add_argument("--uuids", type=int, help="how many uuids the agent may hold (server default: 4)")
 
     p = sub.add_parser("init", help="create the CA key and self-signed certificate")
     p.add_argument("--cn", default="Shoal CA", help="CA common name (default %(default)s)")
@@ -355,6 +454,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     leaf("agent", "client certificate for a shoal-agent (CN = the Squid's host name)", 1, "HOSTNAME")
     p = sub.add_parser("revoke", help="revoke every certificate of a CN and re-sign the CRL")
     p.add_argument("cn", metavar="NAME")
+    p = sub.add_parser("grant", help="record (replace) what an agent CN may advertise in the grants file")
+    p.add_argument("cn", metavar="CN")
+    grant_options(p)
     sub.add_parser("crl", help="re-sign the CRL (it is valid for %d days)" % CRL_DAYS)
     sub.add_parser("list", help="show the issued certificates")
     return parser.parse_args(argv)
@@ -370,18 +472,32 @@ def run(args: argparse.Namespace, now: datetime.datetime) -> List[str]:
     if args.command in KINDS:
         # Backdated a little: a broker whose clock lags the CA's must not see "not yet valid".
         start = args.valid_from or now - CLOCK_SKEW
-        crt, key = store.issue(args.command, args.names, start, args.days, args.key_type, args.out)
-        lines = [f"wrote {crt}", f"wrote {key} (mode 0600: copy it to the host securely, never by mail)"]
         cn = check_names(args.command, args.names)[0]
+        tokens = (grant_tokens(args.grant_names, args.network, args.uuids)
+                  if args.command == "agent" else [])
+        crt, key = store.issue(args.command, args.names, start, args.days, args.key_type, args.out)
+        lines = store.notes + [f"wrote {crt}", f"wrote {key} (mode 0600: copy it to the host securely, never by mail)"]
+        if tokens:
+            lines.append(f"granted {cn}: {' '.join(tokens)} in {store.grant(cn, tokens)} "
+                         "(copy it to the server's [security] grants file)")
+        elif args.command == "agent":
+            lines.append(f"no network granted: with use_ssl the server drops {cn}'s heartbeats until "
+                         f"'shoal-ca grant {cn} --network CIDR'")
         if args.command in ("agent", "server"):
             lines.append(f"next, on the broker: rabbitmq-shoal-users add-{args.command} {cn}")
         return lines
+    if args.command == "grant":
+        cn = check_names("agent", [args.cn])[0]
+        tokens = grant_tokens(args.grant_names, args.network, args.uuids)
+        store.tighten()
+        path = store.grant(cn, tokens)
+        return store.notes + [f"granted {cn}: {' '.join(tokens) or '(nothing: line removed)'} in {path}"]
     if args.command == "revoke":
         gone = store.revoke(args.cn, now)
         return [f"revoked {len(gone)} certificate(s) of {args.cn!r}; CRL re-signed at {store.crl_path}",
                 f"to cut it off now, on the broker: rabbitmq-shoal-users remove {args.cn}"]
     if args.command == "crl":
-        return [f"re-signed {store.write_crl(now)}"]
+        return [f"re-signed {store.write_crl(now)}"] + store.notes
     rows = [f"{i.kind:6} {i.cn:40} until {i.not_after[:10]} {'REVOKED ' + i.revoked[:10] if i.revoked else ''}".rstrip()
             for i in store.index()]
     return rows or ["no certificates issued yet"]

@@ -6,7 +6,8 @@ import ipaddress
 from typing import Dict, Optional, Tuple
 
 from .amqp import RabbitSettings, check_settings, check_tls_files
-from .inifile import ConfigError, Schema, find_config, load_ini, setting, to_float, to_int, to_list, to_path
+from .inifile import (ConfigError, Schema, find_config, load_ini, setting, to_bool, to_choice, to_float, to_int,
+                      to_list, to_path)
 from .logsetup import LoggingSettings
 
 
@@ -63,12 +64,38 @@ class CacheSettings:
         return self.heartbeat_window or self.cache_inactive_time
 
 
+def _auto_bool(text: str) -> Optional[bool]:
+    """``auto`` (or empty): decided by ``use_ssl``; otherwise a boolean."""
+    return None if text.strip().lower() in ("", "auto") else to_bool(text)
+
+
 @dataclasses.dataclass(frozen=True)
 class SecuritySettings:
-    require_hostname_match: bool = False
-    hostname_allow_list: str = setting("", to_path)
+    """The ``[security]`` section; ``auto`` policies are on exactly when ``use_ssl = true``."""
+
+    require_hostname_match: Optional[bool] = setting(None, _auto_bool)
+    require_network_grant: Optional[bool] = setting(None, _auto_bool)
+    grants: str = setting("", to_path, aliases=("hostname_allow_list",))
+    max_uuids_per_identity: int = setting(4, to_int(1, 10000))
+    legacy_agents: str = setting("refuse", to_choice("refuse", "accept"))
+    legacy_users: Tuple[str, ...] = setting(("guest",), to_list)
+    # Publish-rate bound (with use_ssl): per identity, and for all senders without one together.
+    max_heartbeat_rate: float = setting(2.0, to_float(0.01, 100000))
+    max_heartbeat_burst: float = setting(60.0, to_float(1, 1000000))
+    legacy_heartbeat_rate: float = setting(200.0, to_float(0.01, 1000000))
+    legacy_heartbeat_burst: float = setting(2000.0, to_float(1, 10000000))
     # Single-host labs and tests: serve loopback/private/documentation addresses. Never in production.
     lab_addresses: bool = False
+
+    def hostname_match(self, use_ssl: bool) -> bool:
+        return use_ssl if self.require_hostname_match is None else self.require_hostname_match
+
+    def network_grant(self, use_ssl: bool) -> bool:
+        return use_ssl if self.require_network_grant is None else self.require_network_grant
+
+    def accept_legacy(self, use_ssl: bool) -> bool:
+        """Legacy mode only means something with TLS (without it nothing carries an identity)."""
+        return use_ssl and self.legacy_agents == "accept"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,14 +98,43 @@ class RateLimitedLog:
         self._log.log(level, message + suffix, *args)
 
 
+class RateLimit:
+    """Token buckets per sender: ``rate`` messages per second sustained, bursts up to ``burst``.
+
+    Keys are broker identities (bounded by the broker's user list) plus ``""`` for every sender
+    without one, so the memory is bounded too. Used for the publish-rate bound of docs/security.md.
+    """
+
+    def __init__(self, rate: float, burst: float, pool_rate: float, pool_burst: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate, self._burst, self._pool_rate, self._pool_burst = rate, burst, pool_rate, pool_burst
+        self._clock = clock
+        self._buckets: Dict[str, Tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        """Take one token from ``key``'s bucket (``""``: the shared pool); False when it is empty."""
+        rate, burst = (self._pool_rate, self._pool_burst) if not key else (self._rate, self._burst)
+        now = self._clock()
+        tokens, last = self._buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
+
+
 class HeartbeatSink:
     """Validate one message body and upsert it; the whole per-message path, with no AMQP in it."""
 
     def __init__(self, table: CacheTable, locator: GeoLocator, limits: Limits, status: ConsumerStatus,
                  clock: Callable[[], float] = time.time,
-                 policy: Optional[Callable[[Heartbeat], None]] = None) -> None:
+                 policy: Optional[Callable[[Heartbeat], None]] = None,
+                 uuid_limit: Optional[Callable[[Heartbeat], Optional[int]]] = None,
+                 rate_limit: Optional[RateLimit] = None) -> None:
         self._table, self._locator, self._limits = table, locator, limits
         self._status, self._clock, self._policy = status, clock, policy
+        self._uuid_limit, self._rate_limit = uuid_limit, rate_limit
         self._log = RateLimitedLog(logger)
 
     @property
@@ -113,13 +142,25 @@ class HeartbeatSink:
         """The extra admission check (e.g. the hostname policy), also applied to restored entries."""
         return self._policy
 
+    @property
+    def uuid_limit(self) -> Optional[Callable[[Heartbeat], Optional[int]]]:
+        """How many uuids a heartbeat's identity may hold (None: no limit)."""
+        return self._uuid_limit
+
     def handle(self, body: bytes, user_id: Optional[str] = None) -> Optional[CacheEntry]:
         """Return the updated entry, or None when the message was dropped (and logged)."""
+        if self._rate_limit is not None:
+            key = user_id if user_id and user_id not in self._limits.legacy_users else ""
+            if not self._rate_limit.allow(key):
+                self._status.count("rate_limited")
+                self._log.warning("rate_limited", "dropped heartbeat (user %s): rate_limited", user_id or "-")
+                return None
         try:
             hb = parse_heartbeat(body, self._clock(), self._limits, user_id)
             if self._policy is not None:
                 self._policy(hb)
-            entry = self._table.upsert(hb, self._clock(), self._locator.locate)
+            limit = self._uuid_limit(hb) if self._uuid_limit is not None else None
+            entry = self._table.upsert(hb, self._clock(), self._locator.locate, max_uuids=limit)
         except InvalidHeartbeat as err:
             self._status.count(err.reason)
             self._status.refused.record(sender_of(body), user_id, err.reason, err.detail, err.offset, self._clock())

@@ -19,7 +19,7 @@ import ipaddress
 import json
 import math
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 MAX_BODY_BYTES = 16 * 1024
 UPSTREAMS = ("cvmfs", "frontier", "both")
@@ -66,6 +66,10 @@ class Limits:
     future_age: Optional[float] = None  # further ahead than this is refused; None: same as max_age
     drift_tolerance: float = 60.0   # beyond this the entry is flagged as drifting
     require_user_id: bool = False
+    # [security] legacy_agents = accept: a heartbeat without user_id is kept, as unauthenticated.
+    accept_unauthenticated: bool = False
+    # Broker logins shared by legacy agents (e.g. guest): their user_id proves nothing.
+    legacy_users: FrozenSet[str] = frozenset()
     # With server-side verification on, an agent's own "verified": true must not count.
     trust_verified_claim: bool = True
     # Single-host labs and tests only ([security] lab_addresses): loopback, private and
@@ -94,6 +98,8 @@ class Heartbeat:
     user_id: Optional[str]
     # What was repaired to accept this message (reason labels, see REPAIRS); not part of equality.
     repairs: Tuple[str, ...] = dataclasses.field(default=(), compare=False)
+    # True when the broker vouched for user_id and it is no shared legacy login.
+    authenticated: bool = False
 
     @property
     def address(self) -> str:
@@ -387,14 +393,16 @@ def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optio
     version = data.get("agent_version")
     if version is not None and (not isinstance(version, str) or not _VERSION_RE.match(version)):
         raise InvalidHeartbeat("bad_agent_version", "agent_version has unexpected characters")
-    if limits.require_user_id and not user_id:
+    if user_id in limits.legacy_users:
+        user_id = None
+    if limits.require_user_id and not user_id and not limits.accept_unauthenticated:
         raise InvalidHeartbeat("no_user_id", "message has no user_id but TLS is required")
     return Heartbeat(
         uuid=uuid, hostname=hostname, squid_port=port, public_ip=public_ip, private_ip=private_ip,
         external_ip=external_ip, load=load, max_load=max_load, timestamp=timestamp, drift=drift,
         verified=verified, upstream=_choice(data, "upstream", UPSTREAMS, "both"),
         cache_type=_choice(data, "cache_type", CACHE_TYPES, "squid"), agent_version=version,
-        user_id=user_id or None, repairs=tuple(repairs),
+        user_id=user_id or None, repairs=tuple(repairs), authenticated=bool(user_id),
     )
 
 

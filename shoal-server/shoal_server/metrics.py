@@ -57,6 +57,9 @@ class TableCollector(Collector):
         yield GaugeMetricFamily("shoal_caches", "Caches in the table (heard from recently).", value=len(entries))
         yield GaugeMetricFamily("shoal_caches_verified", "Caches that pass verification (or claim to).",
                                 value=sum(1 for e in entries if e.is_verified))
+        yield GaugeMetricFamily("shoal_caches_unauthenticated",
+                                "Caches no broker identity vouches for (legacy agents, legacy_agents = accept).",
+                                value=sum(1 for e in entries if not e.hb.authenticated))
         total_load = sum(e.hb.load for e in entries)
         total_max = sum(e.hb.max_load for e in entries)
         yield GaugeMetricFamily("shoal_aggregate_load_kbytes_per_second",

@@ -80,7 +80,7 @@ class RankIndex:
 
     The vector pass computes every cost approximately (numpy's arccos and power may differ
     from libm in the last bits); every cache within ``_TOLERANCE`` of the n-th cheapest is then
-    scored again with ``cost`` and sorted by (cost, angle, uuid), so answers are exactly the
+    scored again with ``cost`` and sorted by (cost, unauthenticated, angle, uuid), so answers are exactly the
     ones the formula gives, ties included, at any table size.
     """
 
@@ -196,15 +196,17 @@ class RankIndex:
         return address == hb.public_ip or address == hb.external_ip
 
 
-def _first_two(item: Tuple[float, float, CacheEntry]) -> Tuple[float, float, str]:
-    return (item[0], item[1], item[2].hb.uuid)
+def _first_two(item: Tuple[float, float, CacheEntry]) -> Tuple[float, bool, float, str]:
+    # At equal cost an authenticated cache ranks before an unauthenticated (legacy) one.
+    return (item[0], not item[2].hb.authenticated, item[1], item[2].hb.uuid)
 
 
 def _rank_unplaced(entries: Iterable[CacheEntry], client_ip: Optional[str], weights: Weights,
                    n: int) -> List[Ranked]:
-    def key(e: CacheEntry) -> Tuple[int, float, str]:
+    def key(e: CacheEntry) -> Tuple[int, float, bool, str]:
         same_site = client_ip is not None and client_ip in (e.hb.public_ip, e.hb.external_ip)
-        return (0 if same_site else 1, load_term(e.hb.load, e.hb.max_load, weights.load_exponent), e.hb.uuid)
+        return (0 if same_site else 1, load_term(e.hb.load, e.hb.max_load, weights.load_exponent),
+                not e.hb.authenticated, e.hb.uuid)
 
     best = heapq.nsmallest(n, entries, key=key)
     return [Ranked(e, (1.0 - weights.distload_weight) * key(e)[1], None) for e in best]

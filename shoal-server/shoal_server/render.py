@@ -9,7 +9,7 @@ from .table import CacheEntry
 
 FIELD_ORDER = ("hostname", "squid_port", "public_ip", "private_ip", "external_ip", "load", "max_load",
                "distance", "last_active", "created", "verified", "global_access", "local", "upstream",
-               "cache_type", "uuid")
+               "cache_type", "uuid", "authenticated")
 
 
 def cache_record(entry: CacheEntry, distance_km: Optional[float] = None, verification: bool = False,
@@ -42,6 +42,8 @@ def cache_record(entry: CacheEntry, distance_km: Optional[float] = None, verific
         "upstream": hb.upstream,
         "cache_type": hb.cache_type,
         "uuid": hb.uuid,
+        # False for a heartbeat no broker identity vouches for (legacy agents, docs/security.md).
+        "authenticated": hb.authenticated,
         "geo_data": entry.location.as_json() if entry.location else None,
     }
     return record

@@ -8,12 +8,12 @@ import time
 from typing import Callable, List, Optional
 
 from .config import ServerConfig
-from .consumer import Consumer, ConsumerStatus, HeartbeatSink
+from .consumer import Consumer, ConsumerStatus, HeartbeatSink, RateLimit
 from .geo import GeoLocator, WatchedLocator
-from .heartbeat import Limits
+from .heartbeat import Heartbeat, InvalidHeartbeat, Limits
 from .policy import build_policy
 from .snapshot import Snapshots
-from .table import CacheTable
+from .table import CacheEntry, CacheTable
 from .verifier import build_verifier
 from .webapp import create_app
 
@@ -34,17 +34,30 @@ class ShoalService:
             self.locator.on_change(self.relocate)
         self.status = ConsumerStatus(clock)
         cache = config.cache
+        security, use_ssl = config.security, config.rabbitmq.use_ssl
         self.limits = Limits(default_max_load=cache.cache_max_load, max_age=cache.window(),
                              drift_tolerance=cache.cache_clock_drift,
-                             require_user_id=config.rabbitmq.use_ssl,
+                             require_user_id=use_ssl,
+                             accept_unauthenticated=security.accept_legacy(use_ssl),
+                             legacy_users=frozenset(security.legacy_users),
                              trust_verified_claim=not cache.cache_verification,
-                             lab_addresses=config.security.lab_addresses)
-        if config.security.lab_addresses:
+                             lab_addresses=security.lab_addresses)
+        if security.lab_addresses:
             logger.warning("%s: [security] lab_addresses is on: loopback, private and documentation addresses "
                            "are served to clients; never use this on a production server", config.path)
-        policy = build_policy(config.security.require_hostname_match, config.security.hostname_allow_list,
-                              config.path)
-        self.sink = HeartbeatSink(self.table, self.locator, self.limits, self.status, clock, policy=policy)
+        self.policy = build_policy(security.hostname_match(use_ssl), security.grants, config.path,
+                                   require_network_grant=security.network_grant(use_ssl),
+                                   max_uuids=security.max_uuids_per_identity if use_ssl else None,
+                                   legacy=security.accept_legacy(use_ssl))
+        if use_ssl and self.policy is not None and self.policy.require_network_grant and not security.grants:
+            logger.warning("use_ssl = true and [security] grants is not set: every agent's heartbeat is dropped "
+                           "(address_not_granted) until its networks are granted (docs/security.md)")
+        self._grants_generation = self.policy.generation if self.policy is not None else 0
+        rate_limit = RateLimit(security.max_heartbeat_rate, security.max_heartbeat_burst,
+                               security.legacy_heartbeat_rate, security.legacy_heartbeat_burst) if use_ssl else None
+        self.sink = HeartbeatSink(self.table, self.locator, self.limits, self.status, clock, policy=self.policy,
+                                  uuid_limit=self.policy.uuid_limit if self.policy is not None else None,
+                                  rate_limit=rate_limit)
         self.snapshots = Snapshots(config.general.state_dir, config.rabbitmq.amqp_exchange, self.limits,
                                    cache.cache_inactive_time)
         self._expiry_paused = False
@@ -101,7 +114,8 @@ class ShoalService:
             self.purge()
 
     def purge(self) -> List[str]:
-        """Drop caches silent for longer than ``cache_inactive_time``, unless the broker outage explains it."""
+        """Drop caches outside their grants, and caches silent too long (unless a broker outage explains it)."""
+        ungranted = self.recheck_grants()   # whatever the broker's state: never served outside its grant
         now = self.clock()
         inactive = self.config.cache.cache_inactive_time
         connected, since = self.status.connection_state()
@@ -111,13 +125,27 @@ class ShoalService:
                            "consumer %s: cache expiry waits until it has been connected for %.0f s",
                            "connected recently" if connected else "disconnected", inactive)
             self._expiry_paused = True
-            return []
+            return ungranted
         if self._expiry_paused:
             logger.info("cache expiry resumed")
             self._expiry_paused = False
         gone = self.table.expire(now, inactive)
         if gone:
             logger.info("purged %d inactive cache(s): %s", len(gone), ", ".join(gone[:10]))
+        return ungranted + gone
+
+    def recheck_grants(self) -> List[str]:
+        """After the grants file changed, remove every cache it no longer covers (it is never served)."""
+        policy = self.policy
+        if policy is None:
+            return []
+        policy.grants()   # re-reads the file if it changed
+        if policy.generation == self._grants_generation:
+            return []
+        self._grants_generation = policy.generation
+        gone = self.table.discard(lambda entry: _admits(policy, entry))
+        if gone:
+            logger.warning("removed %d cache(s) the new grants do not cover: %s", len(gone), ", ".join(gone[:10]))
         return gone
 
     def restore(self) -> int:
@@ -125,8 +153,9 @@ class ShoalService:
         if not self.snapshots.prepare():
             return 0
         entries = self.snapshots.load(self.clock(), self.locator.locate, admit=self.sink.policy)
-        self.table.load(entries)
-        return len(entries)
+        before = len(self.table)
+        self.table.load(entries, max_uuids=self.sink.uuid_limit)   # the uuid limit holds for restored entries
+        return len(self.table) - before
 
     def save(self) -> bool:
         """Write the table snapshot now (no-op without ``state_dir``)."""
@@ -147,6 +176,14 @@ class ShoalService:
         if self._started:
             self.save()
         self.locator.close()
+
+
+def _admits(policy: Callable[[Heartbeat], None], entry: CacheEntry) -> bool:
+    try:
+        policy(entry.hb)
+    except InvalidHeartbeat:
+        return False
+    return True
 
 
 def expiry_allowed(connected: bool, since: float, now: float, grace: float) -> bool:

@@ -102,16 +102,20 @@ def _entry(record: Dict[str, Any], now: float, limits: Limits, locate: Locate, a
     hb: Heartbeat = validate(record["heartbeat"], last_active, limits, user_id)
     if admit is not None:
         admit(hb)
-    verified = record.get("verified")
     owner = record.get("owner")
-    if verified is not None and not isinstance(verified, bool):
-        raise TypeError("verified")
     if owner is not None and not isinstance(owner, str):
         raise TypeError("owner")
+    # The owner is the identity the broker stamped on the heartbeat (after legacy logins are
+    # mapped to none); a file whose owner says otherwise was not written by this rule.
+    if owner != hb.user_id:
+        raise ValueError("owner does not match user_id")
     # A clock that stepped back must not make an entry look younger than now, nor live forever.
     last_active = min(last_active, now)
+    # The server's verification result is not taken from the file: the entry is unchecked (None)
+    # until the verifier has fetched through it again; the agent's own claim was re-derived by
+    # validate() under the current trust_verified_claim.
     return CacheEntry(hb=hb, created=min(created, last_active), last_active=last_active,
-                      location=locate(hb.address), verified=verified, owner=owner)
+                      location=locate(hb.address), verified=None, owner=owner)
 
 
 def _time(value: Any) -> float:

@@ -182,6 +182,7 @@ def render_status(entries: Sequence[CacheEntry], now: float, request: PageReques
     total_max = sum(e.hb.max_load for e in entries)
     verified = sum(1 for e in entries if e.is_verified)
     drifting = sum(1 for e in entries if e.hb.drifting(drift_tolerance))
+    unauthenticated = sum(1 for e in entries if not e.hb.authenticated)
     percent = f"{100.0 * total_load / total_max:.0f}" if total_max else "0"
     state, state_class = ("connected", "ok") if consumer_connected else ("DISCONNECTED", "bad")
     rows = "\n".join(_row(e, now, drift_tolerance) for e in shown)
@@ -203,6 +204,7 @@ def render_status(entries: Sequence[CacheEntry], now: float, request: PageReques
 <div class="card"><span class="num" id="total-load">{total_load:.0f}</span><span class="label">KB/s aggregate load
  (<span id="load-percent">{percent}</span>% of {total_max:.0f})</span></div>
 <div class="card"><span class="num" id="verified-count">{verified}</span><span class="label">verified</span></div>
+<div class="card"><span class="num" id="unauthenticated-count">{unauthenticated}</span><span class="label">unauthenticated (legacy agents)</span></div>
 <div class="card"><span class="num" id="drift-count">{drifting}</span><span class="label">clock drift &gt; {drift_tolerance:.0f} s</span></div>
 <div class="card"><span class="num state {state_class}" id="consumer-state">{state}</span><span class="label">broker consumer</span></div>
 <div class="card"><span class="num" id="refused-count">{len(refused)}</span><span class="label"><a href="#refused">refused senders</a></span></div>
@@ -249,9 +251,11 @@ def _row(e: CacheEntry, now: float, tolerance: float) -> str:
     drift_text = f"{seconds:+d} s" if seconds else "0 s"
     drift = f'<span class="{"flag" if hb.drifting(tolerance) else "muted"}">{drift_text}</span>'
     verified = '<span class="yes">yes</span>' if e.is_verified else '<span class="no">no</span>'
+    unauth = ("" if hb.authenticated else
+              ' <span class="tag unauth" title="legacy agent: no broker identity">unauthenticated</span>')
     return (
-        f'<tr data-uuid="{_e(e.uuid)}">'
-        f'<td data-label="Hostname" class="host"><span>{_e(hb.hostname)}<span class="muted">:{hb.squid_port}</span></span></td>'
+        f'<tr data-uuid="{_e(e.uuid)}" data-authenticated="{"true" if hb.authenticated else "false"}">'
+        f'<td data-label="Hostname" class="host"><span>{_e(hb.hostname)}<span class="muted">:{hb.squid_port}</span></span>{unauth}</td>'
         f'<td data-label="IP addresses">{ip_cell}</td>'
         f'<td data-label="Location">{_e(_place(e))}</td>'
         f'<td data-label="Load" class="load" data-load="{hb.load:.1f}" data-max-load="{hb.max_load:.1f}">'

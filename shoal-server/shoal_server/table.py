@@ -1,10 +1,11 @@
 """The in-memory table of live caches; the only shared mutable state of the server."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import weakref
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class CacheEntry:
     last_active: float
     location: Optional[Location]
     verified: Optional[bool] = None   # None: the server has not checked it (yet)
-    owner: Optional[str] = None       # the AMQP user that first announced this uuid
+    owner: Optional[str] = None       # the AMQP user that announced this uuid (an identity wins it from nobody)
 
     @property
     def uuid(self) -> str:
@@ -170,16 +171,23 @@ class CacheTable:
         self._view: Tuple[int, Tuple[CacheEntry, ...], Columns] = (0, (), Columns(0))
         # Equal locations are shared between entries: thousands of caches sit in one city.
         self._places: "weakref.WeakValueDictionary[Location, Location]" = weakref.WeakValueDictionary()
+        # Per identity: how many uuids it holds; per host name: how many authenticated entries use it.
+        self._owned: Counter[str] = collections.Counter()
+        self._auth_hosts: Counter[str] = collections.Counter()
+        self._unauth_hosts: Counter[str] = collections.Counter()
 
     @property
     def version(self) -> int:
         """A number that changes whenever the table does (for caching derived answers)."""
         return self._version
 
-    def upsert(self, hb: Heartbeat, now: float, locate: Locate) -> CacheEntry:
+    def upsert(self, hb: Heartbeat, now: float, locate: Locate, max_uuids: Optional[int] = None) -> CacheEntry:
         """Add or refresh the cache ``hb`` describes; GeoIP runs only for a new address.
 
-        Raises InvalidHeartbeat('owner_mismatch') when another AMQP user owns the uuid.
+        Raises InvalidHeartbeat: 'owner_mismatch' when another AMQP user owns the uuid,
+        'too_many_uuids' when a new uuid would give its identity more than ``max_uuids``,
+        'hostname_taken' when an unauthenticated heartbeat names a host an authenticated entry
+        holds. An authenticated heartbeat takes over unauthenticated entries of its host name.
         """
         with self._lock:
             old = self._get(hb.uuid)
@@ -192,12 +200,19 @@ class CacheTable:
             i = self._slot.get(hb.uuid)
             old = self._rows[i] if i is not None else None
             _check_owner(old, hb)
+            self._check_place(old, hb, max_uuids)
+            if hb.authenticated and hb.hostname in self._unauth_hosts and hb.hostname not in self._auth_hosts:
+                self._evict_squatters(hb)
+                i = self._slot.get(hb.uuid)
             if old is None or i is None:
                 entry = CacheEntry(hb, now, now, location, None, hb.user_id)
                 i = self._append(entry)  # may replace self._cols with a larger block
                 self._cols.set_row(i, entry)
             else:
-                entry = CacheEntry(hb, old.created, now, location, old.verified, old.owner)
+                entry = CacheEntry(hb, old.created, now, location, old.verified, old.owner or hb.user_id)
+                if (old.hb.hostname, old.hb.authenticated, old.owner) != (hb.hostname, hb.authenticated, entry.owner):
+                    self._unindex(old)
+                    self._index(entry)
                 self._rows[i] = entry
                 self._cols.set_row(i, entry, located=(location is not old.location
                                                       or hb.public_ip != old.hb.public_ip
@@ -244,10 +259,31 @@ class CacheTable:
                 self._cols.set_row(i, entry, located=False)
                 self._version += 1
 
-    def load(self, entries: Iterable[CacheEntry]) -> None:
-        """Insert entries restored from a snapshot file (existing uuids win)."""
+    def discard(self, keep: Callable[[CacheEntry], bool]) -> List[str]:
+        """Remove the entries ``keep`` refuses (e.g. after the grants changed); return their uuids."""
+        with self._lock:
+            mask = np.fromiter((keep(e) for e in self._rows), dtype=bool, count=len(self._rows))
+            if mask.all():
+                return []
+            gone = [self._rows[i].uuid for i in np.flatnonzero(~mask)]
+            self._remove(mask)
+        return gone
+
+    def owned(self, user: str) -> int:
+        """How many uuids ``user`` holds."""
+        with self._lock:
+            return self._owned.get(user, 0)
+
+    def load(self, entries: Iterable[CacheEntry],
+             max_uuids: Optional[Callable[[Heartbeat], Optional[int]]] = None) -> None:
+        """Insert entries restored from a snapshot file (existing uuids win, limits as for heartbeats)."""
         with self._lock:
             for entry in entries:
+                limit = max_uuids(entry.hb) if max_uuids is not None else None
+                try:
+                    self._check_place(None, entry.hb, limit)
+                except InvalidHeartbeat:
+                    continue
                 if entry.uuid not in self._slot:
                     if entry.location is not None:
                         entry = dataclasses.replace(entry, location=self._intern(entry.location))
@@ -296,11 +332,49 @@ class CacheTable:
             self._cols = self._cols.resized(2 * i)
         self._rows.append(entry)
         self._slot[entry.uuid] = i
+        self._index(entry)
         return i
+
+    def _index(self, entry: CacheEntry) -> None:
+        if entry.hb.authenticated:
+            self._auth_hosts[entry.hb.hostname] += 1
+            if entry.owner:
+                self._owned[entry.owner] += 1
+        else:
+            self._unauth_hosts[entry.hb.hostname] += 1
+
+    def _unindex(self, entry: CacheEntry) -> None:
+        if entry.hb.authenticated:
+            _decrement(self._auth_hosts, entry.hb.hostname)
+            if entry.owner:
+                _decrement(self._owned, entry.owner)
+        else:
+            _decrement(self._unauth_hosts, entry.hb.hostname)
+
+    def _check_place(self, old: Optional[CacheEntry], hb: Heartbeat, max_uuids: Optional[int]) -> None:
+        if not hb.authenticated:
+            if hb.hostname in self._auth_hosts:
+                raise InvalidHeartbeat("hostname_taken", f"{hb.hostname} is held by an authenticated agent")
+            return
+        if max_uuids is not None and hb.user_id and (old is None or not old.hb.authenticated) \
+                and self._owned.get(hb.user_id, 0) >= max_uuids:
+            raise InvalidHeartbeat("too_many_uuids", f"user {hb.user_id} already holds {max_uuids} uuid(s)")
+
+    def _evict_squatters(self, hb: Heartbeat) -> None:
+        # The first authenticated entry of a host name: unauthenticated entries of it go.
+        keep = np.fromiter((e.hb.authenticated or e.hb.hostname != hb.hostname or e.uuid == hb.uuid
+                            for e in self._rows), dtype=bool, count=len(self._rows))
+        if not keep.all():
+            self._remove(keep)
 
     def _remove(self, keep: np.ndarray) -> None:
         self._rows = [e for e, k in zip(self._rows, keep.tolist()) if k]
         self._slot = {e.uuid: i for i, e in enumerate(self._rows)}
+        self._owned.clear()
+        self._auth_hosts.clear()
+        self._unauth_hosts.clear()
+        for e in self._rows:
+            self._index(e)
         capacity = len(self._cols)
         if len(self._rows) * 4 < capacity:
             capacity = max(64, capacity // 2)
@@ -311,6 +385,12 @@ class CacheTable:
         if location is None:
             return None
         return self._places.setdefault(location, location)
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 def _check_owner(old: Optional[CacheEntry], hb: Heartbeat) -> None:

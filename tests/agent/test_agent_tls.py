@@ -25,18 +25,25 @@ def broker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(broker, tmp_path_factory):
+def ident(broker):
+    # shoal-ca records the grant the server reads: the agent's external_ip, and the interface
+    # address it reports as public_ip on this test machine (192.0.2.2).
+    return broker.add_agent(CN, networks=["81.2.69.0/24", "192.0.2.0/24"])
+
+
+@pytest.fixture(scope="module")
+def server(broker, ident, tmp_path_factory):
     ident = broker.add_server("shoal-server")
     proc = ServerProcess(str(tmp_path_factory.mktemp("agent-tls-server")), broker.rabbitmq_section(ident),
-                         {"cache_inactive_time": 60})
+                         {"cache_inactive_time": 60}, extra={"security": {"grants": broker.grants_path}})
     proc.start(wait_connected=True, timeout=60)
     yield proc
     proc.stop()
 
 
-def test_agent_over_tls_with_its_certificate_is_listed(broker, server, tmp_path):
-    ident = broker.add_agent(CN)
-    agent = AgentRunner(str(tmp_path / "agent"), broker.rabbitmq_section(ident), {"dnsname": CN, "interval": 1})
+def test_agent_over_tls_with_its_certificate_is_listed(broker, ident, server, tmp_path):
+    agent = AgentRunner(str(tmp_path / "agent"), broker.rabbitmq_section(ident),
+                        {"dnsname": CN, "interval": 1, "external_ip": "81.2.69.20"})
     result = agent.run("--once")
     assert result.returncode == 0, result.stderr + agent.log()
     assert f"as {CN}" in agent.log()          # logged in as the certificate's CN (EXTERNAL)

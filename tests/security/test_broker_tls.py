@@ -45,20 +45,26 @@ def agents(broker):
 @pytest.fixture(scope="module")
 def allow_list(tmp_path_factory):
     path = tmp_path_factory.mktemp("policy") / "allow.txt"
-    path.write_text("squid-c.example.org  alias-c.example.org\n")
+    # With use_ssl every identity needs its networks granted (secure by default); c also gets an alias.
+    path.write_text("squid-a.example.org  81.2.64.0/20\nsquid-b.example.org  81.2.64.0/20\n"
+                    "squid-c.example.org  alias-c.example.org 81.2.64.0/20\n"
+                    "squid-real.example.org  81.2.64.0/20 192.0.2.0/24\n")   # + the test machine's interface address
     return path
 
 
 @pytest.fixture(scope="module")
 def servers(broker, agents, allow_list, tmp_path_factory):
-    """Two shoal-servers on the broker, each with its own certificate: plain, and with the hostname policy."""
+    """Two shoal-servers on the broker, each with its own certificate: without identity policy, and with it."""
     ident = broker.add_server("shoal-server")
     work = tmp_path_factory.mktemp("servers")
     cache = {"cache_inactive_time": 120, "cache_cleanse_interval": 5}
-    plain = ServerProcess(str(work / "plain"), broker.rabbitmq_section(ident), cache)
-    strict = ServerProcess(str(work / "policy"), broker.rabbitmq_section(ident), cache,
-                           extra={"security": {"require_hostname_match": "true",
-                                               "hostname_allow_list": str(allow_list)}})
+    # Each test sends fresh uuids from the same few identities: lift the per-identity uuid limit
+    # (tested in test_identity_grants.py) so it does not decide these tests.
+    plain = ServerProcess(str(work / "plain"), broker.rabbitmq_section(ident), cache,
+                          extra={"security": {"require_hostname_match": "false", "require_network_grant": "false",
+                                              "max_uuids_per_identity": 1000}})
+    strict = ServerProcess(str(work / "policy"), broker.rabbitmq_section(ident), cache,   # the use_ssl defaults
+                           extra={"security": {"grants": str(allow_list), "max_uuids_per_identity": 1000}})
     started = []
     try:
         for proc in (plain, strict):
@@ -95,7 +101,7 @@ class CertAgent:
             self.connection.close()
 
 
-def heartbeat(hostname, uuid=None, ip="142.90.100.20"):
+def heartbeat(hostname, uuid=None, ip="81.2.69.20"):
     return upstream_heartbeat(ip, hostname=hostname, uuid=uuid or uuidlib.uuid4().hex)
 
 
@@ -255,12 +261,12 @@ def test_valid_agent_cannot_take_over_another_agents_uuid(broker, agents, server
     agent.close()
     wait_listed(server, hb["uuid"])
     agent = CertAgent(broker, thief)
-    agent.send(heartbeat(thief.cn, uuid=hb["uuid"], ip="188.184.113.66"))
+    agent.send(heartbeat(thief.cn, uuid=hb["uuid"], ip="81.2.70.66"))
     agent.send(heartbeat(thief.cn))            # same channel: handled after the hijack attempt
     agent.close()
     server.wait_for(lambda h: h["dropped"].get("owner_mismatch"), timeout=20)
     record = listed(server)[hb["uuid"]]
-    assert record["hostname"] == owner.cn and record["public_ip"] == "142.90.100.20"
+    assert record["hostname"] == owner.cn and record["public_ip"] == "81.2.69.20"
     lines = wait_log(server.log, "owner_mismatch")
     assert "user squid-b.example.org" in lines[0] and "belongs to 'squid-a.example.org'" in lines[0]
 
@@ -322,7 +328,7 @@ def run_agent(broker, workdir, ident, dnsname, rabbitmq_overrides=None):
     conf = os.path.join(workdir, "shoal_agent.conf")
     log = os.path.join(workdir, "agent.log")
     write_ini(conf, {
-        "general": {"external_ip": "142.90.100.30", "dnsname": dnsname, "squid_port": 3128,
+        "general": {"external_ip": "81.2.69.30", "dnsname": dnsname, "squid_port": 3128,
                     "state_dir": os.path.join(workdir, "state"), "interval": 30},
         "rabbitmq": broker.rabbitmq_section(ident, **(rabbitmq_overrides or {})),
         "logging": {"log_file": log, "logging_level": "info"},

@@ -87,10 +87,10 @@ def test_build_policy(tmp_path):
     assert isinstance(build_policy(True, "", "x.conf"), HostnamePolicy)
     with pytest.raises(ConfigError) as info:
         build_policy(True, str(tmp_path / "missing.txt"), "/etc/shoal/shoal_server.conf")
-    assert str(info.value).startswith("/etc/shoal/shoal_server.conf: [security] hostname_allow_list: cannot read")
+    assert str(info.value).startswith("/etc/shoal/shoal_server.conf: [security] grants: cannot read")
     bad = tmp_path / "bad.txt"
     bad.write_text("x.example\n")
-    with pytest.raises(ConfigError, match="hostname_allow_list: .*bad.txt:1"):
+    with pytest.raises(ConfigError, match="grants: .*bad.txt:1"):
         build_policy(True, str(bad), "s.conf")
 
 
@@ -119,4 +119,4 @@ def test_server_refuses_to_start_with_an_unreadable_allow_list(tmp_path):
     out = subprocess.run([sys.executable, "-m", "shoal_server", "--config", str(conf)], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2
-    assert f"{conf}: [security] hostname_allow_list: cannot read {tmp_path / 'nope.txt'}" in out.stderr
+    assert f"{conf}: [security] grants: cannot read {tmp_path / 'nope.txt'}" in out.stderr

@@ -10,7 +10,11 @@ and its users are made by ``shoal-server/conf/rabbitmq-shoal-users``; certificat
         ini = broker.rabbitmq_section(server)              # [rabbitmq] for shoal-server/-agent
         conn = pika.BlockingConnection(broker.params(agent))
 
-``add_agents(*names)`` registers several at once (one broker command). ``issue`` makes a
+``add_agents(*names)`` registers several at once (one broker command); ``networks=`` grants
+them networks through ``shoal-ca --network`` (the grants file is ``grants_path``, for the
+server's ``[security] grants``). ``TLSBroker(dir, legacy=True)`` applies the shipped
+``rabbitmq-legacy.conf`` (plain listener on ``plain_port``, PLAIN logins) for legacy agents, whose
+logins ``add_legacy(name, password)`` creates. ``issue`` makes a
 certificate without a broker user (e.g. expired ones via ``valid_from``), ``foreign_identity``
 one from an unrelated CA, ``users(...)`` runs the shipped user script, ``log()`` reads the broker
 log (TLS alerts, refused logins, channel errors). ``TLSBroker(dir, classic=TERMS)`` runs a
@@ -23,9 +27,10 @@ import dataclasses
 import datetime
 import io
 import os
+import ssl
 import subprocess
 from contextlib import redirect_stdout
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pika
 
@@ -39,6 +44,7 @@ CONF_DIR = os.path.join(REPO, "shoal-server", "conf")
 RABBITMQ_CONF = os.path.join(CONF_DIR, "rabbitmq.conf")
 DEFINITIONS = os.path.join(CONF_DIR, "rabbitmq-definitions.json")
 USERS_SCRIPT = os.path.join(CONF_DIR, "rabbitmq-shoal-users")
+LEGACY_CONF = os.path.join(CONF_DIR, "rabbitmq-legacy.conf")
 PLUGINS = ["rabbitmq_auth_mechanism_ssl"]
 HOST = "127.0.0.1"
 EXCHANGE = "shoal"
@@ -70,9 +76,11 @@ def make_ca(ca_dir: str, cn: str = "Shoal test CA") -> str:
 
 
 def issue(ca_dir: str, kind: str, name: str, *extra_names: str, days: Optional[int] = None,
-          valid_from: Optional[str] = None) -> Identity:
+          valid_from: Optional[str] = None, networks: Sequence[str] = ()) -> Identity:
     """Issue a certificate with ``shoal-ca``; ``valid_from`` (ISO date) allows expired ones."""
     argv = ["--dir", ca_dir, kind, name, *extra_names]
+    for net in networks:
+        argv += ["--network", net]
     if days is not None:
         argv += ["--days", str(days)]
     if valid_from is not None:
@@ -121,6 +129,16 @@ def classic_config(terms: str, ca_cert: str, broker_cert: str, broker_key: str, 
     return terms
 
 
+def legacy_config(plain_port: int, source: str = LEGACY_CONF) -> str:
+    """The shipped rabbitmq-legacy.conf with its plain listener on this test node's port."""
+    with open(source) as fh:
+        text = fh.read()
+    line = "listeners.tcp.default = 5672"
+    if line not in text:
+        raise ValueError(f"{source} lacks {line!r}")
+    return text.replace(line, f"listeners.tcp.default = {HOST}:{plain_port}")
+
+
 class ClassicRabbitNode(RabbitNode):
     """A RabbitNode configured by a classic ``rabbitmq.config`` (Erlang terms) instead of rabbitmq.conf."""
 
@@ -148,16 +166,20 @@ class TLSBroker:
     port 5671, as in docs/security.md) instead of the shipped rabbitmq.conf.
     """
 
-    def __init__(self, base_dir: str, classic: Optional[str] = None, plain_login: bool = False) -> None:
-        """``plain_login`` also opens a plain listener with PLAIN login (benchmarks compare the two)."""
+    def __init__(self, base_dir: str, classic: Optional[str] = None, plain_login: bool = False,
+                 legacy: bool = False) -> None:
+        """``plain_login`` also opens a plain listener with PLAIN login (benchmarks compare the two);
+        ``legacy`` applies the shipped rabbitmq-legacy.conf as docs/security.md says."""
         self.base_dir = base_dir
         self.classic = classic
         self.plain_login = plain_login
+        self.legacy = legacy
         self.ca_dir = os.path.join(base_dir, "ca")
         self.ca_cert = os.path.join(self.ca_dir, "ca.crt")
         self.host = HOST
         self.exchange = EXCHANGE
         self.port = free_port()
+        self._plain_port = free_port()
         self.node: Optional[RabbitNode] = None
 
     @property
@@ -176,11 +198,14 @@ class TLSBroker:
         node_dir = os.path.join(self.base_dir, "node")
         if self.classic is None:
             config = production_config(self.ca_cert, broker.cert, broker.key, definitions, self.port)
-            if self.plain_login:
+            if self.plain_login or self.legacy:
                 config = "\n".join(line for line in config.splitlines() if not line.startswith("listeners.tcp ="))
+            if self.legacy:
+                config += "\n" + legacy_config(self._plain_port)
+            elif self.plain_login:
                 config += "\nauth_mechanisms.2 = PLAIN\n"
             self.node = RabbitNode(node_dir, config=config, plugins=PLUGINS, tls_port=self.port,
-                                   plain_listener=self.plain_login)
+                                   plain_listener=self.plain_login or self.legacy, amqp_port=self._plain_port)
         else:
             terms = classic_config(self.classic, self.ca_cert, broker.cert, broker.key, definitions, self.port)
             self.node = ClassicRabbitNode(node_dir, terms, plugins=PLUGINS, tls_port=self.port,
@@ -210,15 +235,34 @@ class TLSBroker:
         """A certificate from this broker's CA, without a broker user."""
         return issue(self.ca_dir, kind, name, days=days, valid_from=valid_from)
 
-    def add_agent(self, name: str) -> Identity:
+    def add_agent(self, name: str, networks: Sequence[str] = ()) -> Identity:
         """Certificate plus a broker user that may only publish to the shoal exchange."""
-        return self.add_agents(name)[name]
+        return self.add_agents(name, networks=networks)[name]
 
-    def add_agents(self, *names: str) -> Dict[str, Identity]:
+    def add_agents(self, *names: str, networks: Sequence[str] = ()) -> Dict[str, Identity]:
         """Several agents at once (one broker command for all the users); keyed by CN."""
-        idents = {name: self.issue("agent", name) for name in names}
+        idents = {name: issue(self.ca_dir, "agent", name, networks=networks) for name in names}
         self.users("add-agent", *names)
         return idents
+
+    @property
+    def grants_path(self) -> str:
+        """The grants file shoal-ca keeps in the CA directory (for ``[security] grants``)."""
+        return os.path.join(self.ca_dir, "grants")
+
+    def add_legacy(self, name: str, password: str) -> None:
+        """A password login for upstream agents (``rabbitmq-shoal-users legacy``)."""
+        self.users("legacy", name, password)
+
+    def legacy_params(self, name: str, password: str, tls: bool = False) -> pika.ConnectionParameters:
+        """Connect as an upstream agent does: PLAIN, no client certificate; plain port or (0.7.1) TLS."""
+        ssl_options = None
+        if tls:
+            context = ssl.create_default_context(cafile=self.ca_cert)
+            ssl_options = pika.SSLOptions(context, server_hostname="localhost")
+        return pika.ConnectionParameters(self.host, self.port if tls else self.plain_port,
+                                         credentials=pika.PlainCredentials(name, password),
+                                         ssl_options=ssl_options, connection_attempts=1, socket_timeout=5)
 
     def add_server(self, name: str = "shoal-server") -> Identity:
         """Certificate plus a broker user that may only consume through its own queue."""
