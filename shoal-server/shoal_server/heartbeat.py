@@ -175,7 +175,9 @@ def address_class(text: str) -> str:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return "non-global"  # ::ffff:a.b.c.d: clients would connect to an IPv4 address in disguise
     if addr.is_global and not addr.is_multicast:
-        return "global"
+        # Python's tables differ between 3.9, 3.11 and 3.13; the fixed table below is the one the
+        # client applies too, so the client accepts exactly the addresses the server serves.
+        return "reserved" if _outside_global_table(addr) else "global"
     if addr.is_unspecified:
         return "unspecified"
     if addr.is_loopback:
@@ -201,6 +203,22 @@ def address_class(text: str) -> str:
         if addr.is_reserved:
             return "reserved"
     return "non-global"
+
+
+# The stricter reading of the IANA special-purpose registries, shared with shoal_client/hostrule.py:
+# no cache lives in these ranges, whatever a Python version's ipaddress calls global.
+_NOT_GLOBAL_V4 = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+    "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4"))
+_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
+_NOT_GLOBAL_V6 = tuple(ipaddress.ip_network(n) for n in ("2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20"))
+
+
+def _outside_global_table(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
+    if isinstance(addr, ipaddress.IPv4Address):
+        return any(addr in net for net in _NOT_GLOBAL_V4)
+    return addr not in _GLOBAL_UNICAST_V6 or any(addr in net for net in _NOT_GLOBAL_V6)
 
 
 # What lab_addresses admits besides global unicast; unspecified, multicast and broadcast never.

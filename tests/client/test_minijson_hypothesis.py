@@ -209,14 +209,6 @@ def reference_served(name) -> bool:
     return len(name) <= 253 and all(LABEL_RULE.match(l) for l in labels) and not labels[-1].isdigit()
 
 
-def _server_on_shared_rule() -> bool:
-    return server_is_hostname("squid_05.example.org") and not server_is_hostname("127.0.0.1")
-
-
-def _is_ip_literal(name: str) -> bool:
-    return ":" in name or bool(re.fullmatch(r"[0-9.]+", name))
-
-
 GLOBAL_IPS = st.ip_addresses().map(str).filter(reference_served)
 NAME_POOL = ["squid.example.org", "squid-01.site.example.edu", "cache.cern.ch", "a", "xn--bcher-kva.example",
              "squid_05.example.org", "142.104.60.10", "8.8.8.8", "2a00:1450:4001::1", "2606:4700::1111"]
@@ -349,16 +341,12 @@ def test_client_accepts_exactly_the_shared_rule_and_only_shell_safe_text(name):
 @settings(max_examples=300, **FAST)
 @given(ANY_NAME)
 def test_client_accepts_what_the_server_serves(name):
-    """DNS names: exactly the server's (the server repairs loopback names, it never serves them).
-    IP literals: never one the server refuses. The server asks its Python's ``ipaddress`` (whose
-    tables differ between 3.9, 3.11 and 3.13), the client the shared rule's fixed table, which also
-    refuses IANA-reserved IPv6 outside 2000::/3, 6to4 and 192.0.0.0/24 -- where no cache lives."""
-    if not _server_on_shared_rule():
-        pytest.skip("this tree's shoal_server.heartbeat.is_hostname is not on the shared rule yet")
+    """Exactly the server's names and IP literals: both apply the same fixed address table, not
+    their Python's ``ipaddress`` (whose tables differ between 3.9, 3.11 and 3.13). Loopback
+    names are the one difference: the server repairs them (it never serves them)."""
     if is_hostname(name):
         assert server_is_hostname(name), name
-    elif isinstance(name, str) and not _is_ip_literal(name) and name.lower() not in LOOPBACK \
-            and not name.lower().endswith(".localhost"):
+    elif isinstance(name, str) and name.lower() not in LOOPBACK and not name.lower().endswith(".localhost"):
         assert not server_is_hostname(name), name
 
 

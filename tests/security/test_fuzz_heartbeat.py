@@ -29,9 +29,16 @@ LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 SAFE_UUID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
 
 
+# Special-purpose ranges some Python versions call global (docs/security.md, address rules).
+STRICTER = tuple(ipaddress.ip_network(n) for n in ("192.0.0.0/24", "2001::/23", "2002::/16", "3fff::/20"))
+
+
 def is_global_unicast(text: str) -> bool:
     ip = ipaddress.ip_address(text)
-    return ip.is_global and not ip.is_multicast and getattr(ip, "ipv4_mapped", None) is None
+    if ip.version == 6 and ip not in ipaddress.ip_network("2000::/3"):
+        return False
+    return (ip.is_global and not ip.is_multicast and getattr(ip, "ipv4_mapped", None) is None
+            and not any(ip in net for net in STRICTER if net.version == ip.version))
 
 
 def rfc1123_or_ip(name: str) -> bool:
