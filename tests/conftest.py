@@ -37,6 +37,12 @@ INTEGRATION_MODULES = {
 }
 
 
+# Single in-process tests too slow for `make test-fast` (seconds of CPU each): they run in `make test`.
+SLOW_TESTS = {
+    "tests/security/test_identity_grants.py::test_one_certificate_sending_50000_uuids_keeps_only_its_allowance",
+}
+
+
 def is_integration(item: pytest.Item) -> bool:
     """True when ``item`` starts processes or drives installed software (see the tables above)."""
     rel = os.path.relpath(str(item.path), ROOT).replace(os.sep, "/")
@@ -44,6 +50,7 @@ def is_integration(item: pytest.Item) -> bool:
     return (item.get_closest_marker("integration") is not None
             or (len(parts) > 2 and parts[1] in INTEGRATION_DIRS)
             or rel in INTEGRATION_MODULES
+            or f"{rel}::{item.name}" in SLOW_TESTS
             or bool(PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ()))))
 
 

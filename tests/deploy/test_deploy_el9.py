@@ -22,14 +22,14 @@ import pytest
 
 from deploy_helpers import DIST_TAG, ROOT, THIRD_PARTY, make, make_env, run
 from support.procs import ServerProcess, http_get, stop_process, write_ini
+from support.tools import requires
 
 EL9_VENV = ROOT / ".venv-el9"
 EL9_PY = EL9_VENV / "bin" / "python"
 SITELIB = "usr/lib/python3.9/site-packages"
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not Path(os.path.expanduser("~/.pyenv/versions/3.9.18/bin/python")).exists(),
-                                 reason="pyenv's Python 3.9.18 is not installed")]
+              requires("pyenv Python", Path(os.path.expanduser("~/.pyenv/versions/3.9.18/bin/python")).exists(), "3.9.18")]
 
 
 @pytest.fixture(scope="module")

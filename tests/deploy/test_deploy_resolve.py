@@ -19,13 +19,13 @@ from typing import Dict, List, Set
 import pytest
 
 from deploy_helpers import ROOT, THIRD_PARTY, dnf, run
+from support.tools import requires
 
 MANIFEST = ROOT / "tests" / "deploy" / "data" / "el9-manifest.json"
 SHOAL = ["shoal-server", "shoal-agent", "shoal-client"]
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not (shutil.which("dnf") and shutil.which("createrepo_c")),
-                                 reason="dnf and createrepo_c are needed")]
+              requires("dnf"), requires("createrepo_c")]
 
 
 def manifest() -> Dict:

@@ -9,7 +9,6 @@ silently. Also: the systemd unit refuses to start while the Apache mode's shoal.
 from __future__ import annotations
 
 import configparser
-import shutil
 import subprocess
 from pathlib import Path
 from typing import List
@@ -17,6 +16,7 @@ from typing import List
 import pytest
 
 from deploy_helpers import ROOT, run
+from support.tools import requires
 
 TAGS = {"pre": "PREIN", "post": "POSTIN", "preun": "PREUN", "postun": "POSTUN", "posttrans": "POSTTRANS"}
 SHOAL_CONF = "/etc/httpd/conf.d/shoal.conf"
@@ -164,7 +164,7 @@ def test_client_timer_spreads_the_workers():
     assert service["Service"]["ExecStart"].startswith("/usr/bin/shoal-client ")
 
 
-@pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate not installed")
+@requires("logrotate")
 def test_server_logrotate_file_rotates(tmp_path):
     """The shipped server logrotate file, forced once: the log is moved aside and a fresh one created."""
     text = (ROOT / "shoal-server" / "conf" / "shoal-server.logrotate").read_text()
