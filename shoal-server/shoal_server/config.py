@@ -9,6 +9,7 @@ from .amqp import RabbitSettings, check_settings, check_tls_files
 from .inifile import (ConfigError, Schema, find_config, load_ini, setting, to_bool, to_choice, to_float, to_int,
                       to_list, to_path)
 from .logsetup import LoggingSettings
+from .pac import DEFAULT_CVMFS_URLS, DEFAULT_FRONTIER_URLS, parse_fallback
 
 
 
@@ -58,6 +59,9 @@ class CacheSettings:
     # How far a heartbeat's timestamp may be behind or ahead of the server's clock before it is
     # refused (stale/future; replay protection). 0: the same as cache_inactive_time.
     heartbeat_window: float = setting(0.0, to_float(0, 86400))
+    # Caches costing at most this much more than the best of their run (or at the same site) are
+    # equally good: one `|` group for shoal-client, rotated per client in /wpad.dat (grouping.py).
+    cache_group_margin: float = setting(0.02, to_float(0.0, 1.0))
 
     def window(self) -> float:
         """The stale/future window in seconds."""
@@ -98,6 +102,26 @@ class SecuritySettings:
         return use_ssl and self.legacy_agents == "accept"
 
 
+def _patterns(text: str) -> Tuple[str, ...]:
+    items = to_list(text)
+    for item in items:
+        if any(c in item for c in "\"\\<>") or not item.isprintable():
+            raise ValueError(f"{item!r}: a shExpMatch pattern may not hold quotes, backslashes or < >")
+    return items
+
+
+@dataclasses.dataclass(frozen=True)
+class PacSettings:
+    """/wpad.dat: which URLs go to which caches, how many, and what comes after them."""
+
+    cvmfs_urls: Tuple[str, ...] = setting(DEFAULT_CVMFS_URLS, _patterns)
+    frontier_urls: Tuple[str, ...] = setting(DEFAULT_FRONTIER_URLS, _patterns)
+    # After the caches: nothing by default (no fleet stampeding to the stratum-1s), else e.g.
+    # "squid.site.example:3128, DIRECT" (commas: ";" starts an INI comment). DIRECT only when written.
+    fallback: Tuple[str, ...] = setting((), parse_fallback)
+    caches: int = setting(5, to_int(1, 32))
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     """Everything shoal-server reads from its INI file; ``path`` is where it came from."""
@@ -106,6 +130,7 @@ class ServerConfig:
     rabbitmq: RabbitSettings = RabbitSettings()
     cache: CacheSettings = CacheSettings()
     security: SecuritySettings = SecuritySettings()
+    pac: PacSettings = PacSettings()
     logging: LoggingSettings = LoggingSettings()
     path: str = "(defaults)"
 
@@ -132,7 +157,7 @@ OBSOLETE: Dict[str, str] = {
 
 SCHEMA = Schema(
     sections={"general": GeneralSettings, "rabbitmq": RabbitSettings, "cache": CacheSettings,
-              "security": SecuritySettings, "logging": LoggingSettings},
+              "security": SecuritySettings, "pac": PacSettings, "logging": LoggingSettings},
     # Files written for the 2014-2024 server keep working: [squid] squid_* maps onto [cache].
     legacy_sections={"squid": "cache"},
     obsolete=OBSOLETE,

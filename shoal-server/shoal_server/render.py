@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 from .ranking import Ranked
 from .table import CacheEntry
@@ -59,8 +59,18 @@ def to_json(records: Iterable[Dict[str, Any]]) -> str:
     return json.dumps(body, separators=(", ", ": "), allow_nan=False)
 
 
-def ranked_json(ranked: Sequence[Ranked], verification: bool = False, client_ip: Optional[str] = None) -> str:
-    return to_json(cache_record(r.entry, r.distance_km, verification, client_ip) for r in ranked)
+def ranked_json(ranked: Sequence[Ranked], verification: bool = False, client_ip: Optional[str] = None,
+                groups: Optional[Sequence[int]] = None) -> str:
+    """/nearest: the ranked caches; with ``groups``, each record's ``group`` number (equal numbers
+    mark equally good caches, which shoal-client joins with ``|``; readers of upstream's shape
+    ignore the extra key)."""
+    records = []
+    for i, r in enumerate(ranked):
+        record = cache_record(r.entry, r.distance_km, verification, client_ip)
+        if groups is not None:
+            record["group"] = groups[i]
+        records.append(record)
+    return to_json(records)
 
 
 def hostport(host: str, port: int) -> str:
@@ -73,14 +83,3 @@ def js_string(text: str) -> str:
     quoted = json.dumps(text, ensure_ascii=True)
     return quoted.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
-
-def pac_proxies(ranked: Sequence[Ranked]) -> List[Tuple[str, int]]:
-    return [(r.entry.hb.hostname, r.entry.hb.squid_port) for r in ranked]
-
-
-def render_pac(proxies: Sequence[Tuple[str, int]]) -> str:
-    """A PAC file sending every URL to the given proxies in order, then DIRECT."""
-    value = "; ".join([f"PROXY {hostport(host, port)}" for host, port in proxies] + ["DIRECT"])
-    return ("function FindProxyForURL(url, host) {\n"
-            f"    return {js_string(value)};\n"
-            "}\n")

@@ -15,7 +15,9 @@ from .consumer import ConsumerStatus
 from .geo import GeoLocator, geo_health
 from .metrics import Metrics
 from .ranking import Ranked, RankIndex, Weights
-from .render import cache_record, pac_proxies, ranked_json, render_pac, to_json
+from .grouping import group_numbers, group_ranked
+from .pac import Route, has_answer, render_pac, rotate_groups
+from .render import cache_record, ranked_json, to_json
 from .statuspage import load_world_outline, parse_request, render_status
 from .table import CacheTable
 
@@ -27,6 +29,7 @@ REFUSED_ON_PAGE = 50
 MAX_N = 100
 JSON = "application/json"
 PAC = "application/x-ns-proxy-autoconfig"
+TEXT = "text/plain; charset=utf-8"
 HTML = "text/html; charset=utf-8"
 # The status page needs no script at all, so none may run: even markup that slipped past escaping.
 STATUS_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -60,19 +63,38 @@ class Shoal:
                n_text: Optional[str]) -> Tuple[List[Ranked], Optional[str]]:
         """The caches for the requesting client, and the client's address."""
         verified, upstream = NEAREST_ROUTES[route]
-        n = _parse_n(n_text)
         client_ip = self.resolver.resolve(environ, query.get("ip"))
+        return self._rank(client_ip, _parse_n(n_text), verified, upstream), client_ip
+
+    def _rank(self, client_ip: Optional[str], n: int, verified: bool, upstream: Optional[str]) -> List[Ranked]:
         client = self.locator.locate(client_ip) if client_ip else None
         # The table's column arrays for its current version: ranking is vector arithmetic on them.
         entries, columns = self.table.columns()
-        return RankIndex(entries, columns).rank(client, client_ip, self.weights, n, verified, upstream), client_ip
+        return RankIndex(entries, columns).rank(client, client_ip, self.weights, n, verified, upstream)
 
     def nearest(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> Tuple[str, str, str]:
         ranked, client_ip = self.ranked(environ, query, route, n_text)
-        return "200 OK", JSON, ranked_json(ranked, self.config.cache.cache_verification, client_ip)
+        groups = group_numbers(ranked, self.config.cache.cache_group_margin)
+        return "200 OK", JSON, ranked_json(ranked, self.config.cache.cache_verification, client_ip, groups)
 
     def wpad(self, environ: dict, query: dict) -> Tuple[str, str, str]:
-        return "200 OK", PAC, render_pac(pac_proxies(self.ranked(environ, query, "nearest", None)[0]))
+        """/wpad.dat: stratum-1 URLs to cvmfs caches, Frontier URLs to frontier caches, any other
+        URL to the nearest caches; each list ends in [pac] fallback; 503 when nothing is known."""
+        client_ip = self.resolver.resolve(environ, query.get("ip"))
+        pac, margin = self.config.pac, self.config.cache.cache_group_margin
+
+        def proxies(upstream: Optional[str]) -> Tuple[Tuple[str, int], ...]:
+            groups = group_ranked(self._rank(client_ip, pac.caches, False, upstream), margin)
+            hosts = [[(r.entry.hb.hostname, r.entry.hb.squid_port) for r in group] for group in groups]
+            return tuple(rotate_groups(hosts, client_ip))
+
+        routes = [Route("cvmfs", pac.cvmfs_urls, proxies("cvmfs")),
+                  Route("frontier", pac.frontier_urls, proxies("frontier"))]
+        default = proxies(None)
+        if not has_answer(routes, default, pac.fallback):
+            # As the WLCG WPAD service: an HTTP error makes CVMFS (and Frontier) try the next PAC URL.
+            return "503 Service Unavailable", TEXT, "no cache known and no [pac] fallback configured\n"
+        return "200 OK", PAC, render_pac(routes, default, pac.fallback, f"Shoal caches for {client_ip or 'unknown'}")
 
     def all(self) -> Tuple[str, str, str]:
         # Rendering 10,000 caches takes ~100 ms, so the body is kept until the table changes.
@@ -152,7 +174,7 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
         try:
             return respond(call())
         except BadClientAddress as err:
-            return respond(("400 Bad Request", "text/plain; charset=utf-8", f"{err}\n"))
+            return respond(("400 Bad Request", TEXT, f"{err}\n"))
 
     def query() -> dict:
         return dict(web.input(_method="get"))

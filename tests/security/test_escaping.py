@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from shoal_server.geo import Location
 from shoal_server.heartbeat import Heartbeat
-from shoal_server.render import cache_record, js_string, render_pac, to_json
+from shoal_server.pac import render_pac
+from shoal_server.render import cache_record, js_string, to_json
 from shoal_server.statuspage import PageRequest, render_status
 from shoal_server.table import CacheEntry
 from support.tools import requires
@@ -134,7 +135,7 @@ def test_pac_file_keeps_hostile_host_names_inside_the_js_string():
     alphabet = list("<>&\"'\\/;:`$ {}()\n\r\t\u2028\u2029\x00") + ["</script>", "\"+alert(1)+\"", "é", "🙂", "a"]
     names = HOSTILE + ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))) for _ in range(400)]
     cases = [[(name, 3128), ("squid2.example.org", 8080)] for name in names]
-    results = run_pacs([render_pac(proxies) for proxies in cases])
+    results = run_pacs([render_pac([], proxies, ("DIRECT",)) for proxies in cases])
     for proxies, result in zip(cases, results):
         assert "error" not in result, (proxies, result)
         assert result["keys"] == ["FindProxyForURL"], (proxies, result)   # nothing else ran

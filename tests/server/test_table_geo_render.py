@@ -8,7 +8,8 @@ import pytest
 from shoal_server.geo import DatLocator, GeoDatabaseError, MmdbLocator, bundled_database, open_locator
 from shoal_server.heartbeat import InvalidHeartbeat, Limits, parse_heartbeat
 from shoal_server.ranking import Ranked
-from shoal_server.render import cache_record, ranked_json, render_pac, to_json
+from shoal_server.pac import render_pac
+from shoal_server.render import cache_record, ranked_json, to_json
 from shoal_server.table import CacheTable
 from support.tools import requires
 
@@ -117,16 +118,17 @@ def test_json_keeps_the_upstream_shape_and_2014_regex_reads_it():
     assert to_json([]) == "{}"
 
 
-def test_pac_is_a_function_with_proxies_then_direct():
-    pac = render_pac([("squid.example.org", 3128), ("2001:db8::1", 3129)])
-    assert 'return "PROXY squid.example.org:3128; PROXY [2001:db8::1]:3129; DIRECT";' in pac
+def test_pac_is_a_function_with_proxies_then_the_fallback_only():
+    pac = render_pac([], [("squid.example.org", 3128), ("2001:db8::1", 3129)], ())
+    assert 'return "PROXY squid.example.org:3128; PROXY [2001:db8::1]:3129";' in pac
     assert pac.startswith("function FindProxyForURL(url, host) {")
-    assert render_pac([]).count("DIRECT") == 1
+    assert "DIRECT" not in pac    # no DIRECT unless the site configures it
+    assert render_pac([], [("a.example.org", 1)], ("DIRECT",)).count("DIRECT") == 1
 
 
 def test_pac_escapes_even_if_a_bad_name_got_through():
     name = 'evil"); alert(1); ("</script>'
-    pac = render_pac([(name, 1)])
+    pac = render_pac([], [(name, 1)], ("DIRECT",))
     literal = re.search(r"return (.*);\n}", pac).group(1)
     assert json.loads(literal) == f"PROXY {name}:1; DIRECT"  # one string literal, nothing executable
     assert "</script>" not in pac
