@@ -15,7 +15,7 @@ from .config import (SEARCH_PATHS, ConfigError, clamp_caches, find_config, load_
 from .cvmfsconf import ConfigFileError, LockTimeout, overriding_files, update_file
 from .deadline import Deadline, DeadlineExceeded
 from .hostrule import is_proxy_host
-from .proxies import (DEFAULT_CACHES, InvalidResponse, NoCaches, cache_urls, check_server_url,
+from .proxies import (DEFAULT_CACHES, InvalidResponse, NoCaches, cache_groups, check_server_url,
                       cvmfs_proxy_value, frontier_string, nearest_url)
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,8 @@ def _network_error(url, err, reason):
 
 
 def parse_response(body, loads, url, limit=DEFAULT_CACHES):
-    """Decode the body and return (at most ``limit`` cache URLs in rank order, warnings); raise ClientError."""
+    """Decode the body and return (groups of at most ``limit`` cache URLs in rank order, warnings);
+    raise ClientError."""
     try:
         document = loads(body.decode("utf-8"))
     except UnicodeDecodeError:
@@ -241,7 +242,7 @@ def parse_response(body, loads, url, limit=DEFAULT_CACHES):
     except (ValueError, RuntimeError) as err:  # RuntimeError: RecursionError from json on absurd nesting
         raise ClientError(Exit.BAD_RESPONSE, "%s sent invalid JSON: %s" % (url, err))
     try:
-        return cache_urls(document, limit)
+        return cache_groups(document, limit)
     except InvalidResponse as err:
         raise ClientError(Exit.BAD_RESPONSE, "unexpected answer from %s: %s" % (url, err))
     except NoCaches as err:

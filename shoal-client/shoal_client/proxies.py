@@ -83,22 +83,42 @@ def ranked_records(document):
 
 def cache_urls(document, limit=MAX_CACHES):
     """Return (the first ``limit`` urls in rank order without duplicates, [warning per skipped cache])."""
-    urls, warnings = [], []
+    groups, warnings = cache_groups(document, limit)
+    return [url for group in groups for url in group], warnings
+
+
+def cache_groups(document, limit=MAX_CACHES):
+    """Return (groups of equally good cache urls in rank order, [warning per skipped cache]).
+
+    Consecutive records with the same integer ``group`` (served by Shoal servers that group
+    caches of one site or of nearly equal cost) form one group, which CVMFS gets joined with
+    ``|``; a record without it (upstream servers) is a group of its own. At most ``limit`` urls.
+    """
+    groups, seen, warnings, last = [], set(), [], None
     for rank, record in enumerate(ranked_records(document)):
-        if len(urls) >= limit:
+        if len(seen) >= limit:
             break
         try:
             url = cache_url(record)
         except ValueError as err:
             warnings.append("skipping cache #%d: %s" % (rank, err))
             continue
-        if url not in urls:
-            urls.append(url)
-    if not urls:
+        if url in seen:
+            continue
+        seen.add(url)
+        number = record.get("group")
+        if not isinstance(number, integer_types) or isinstance(number, bool):
+            number = None
+        if groups and number is not None and number == last:
+            groups[-1].append(url)
+        else:
+            groups.append([url])
+        last = number
+    if not groups:
         if warnings:
             raise NoCaches("no usable cache in the server's answer (%s)" % "; ".join(warnings))
         raise NoCaches("the server returned no caches")
-    return urls, warnings
+    return groups, warnings
 
 
 def parse_default_proxy(text):
@@ -149,8 +169,12 @@ def _split_hostport(netloc):
 
 
 def cvmfs_proxy_value(urls, default_groups):
-    """The CVMFS_HTTP_PROXY value: one failover group per cache, then the default groups."""
-    groups = list(urls)
+    """The CVMFS_HTTP_PROXY value: the caches' groups in order (a group of equally good caches
+    joined with ``|``, so CVMFS spreads a site's workers over them), then the default groups.
+
+    ``urls`` holds cache urls (each its own group) or lists of them (``cache_groups``).
+    """
+    groups = [item if isinstance(item, string_types) else "|".join(item) for item in urls]
     for group in default_groups:
         joined = "|".join(group)
         if joined not in groups:
@@ -163,7 +187,11 @@ def frontier_string(urls, default_groups=(), frontier_server=""):
 
     With ``frontier_server`` (the FRONTIER_SERVER value), the whole value with ours merged in.
     """
-    out = list(urls)
+    out = []
+    for item in urls:
+        for url in ([item] if isinstance(item, string_types) else item):
+            if url not in out:
+                out.append(url)
     for group in default_groups:
         for member in group:
             if member != "DIRECT" and member not in out:

@@ -2,7 +2,8 @@
 import unittest
 
 from _helpers import nearest_doc, raises_with, record
-from shoal_client.proxies import (InvalidProxy, InvalidResponse, NoCaches, cache_url, cache_urls, check_server_url,
+from shoal_client.proxies import (InvalidProxy, InvalidResponse, NoCaches, cache_groups, cache_url, cache_urls,
+                                  check_server_url,
                                   cvmfs_proxy_value, frontier_string, is_hostname, nearest_url,
                                   parse_default_proxy, parse_port, DEFAULT_CACHES, MAX_CACHES)
 
@@ -95,6 +96,48 @@ class CacheUrlsTest(unittest.TestCase):
         for doc in ([], "x", None, 3, {"a": record("a.org")}, {"0": "a.org"}, {"-1": record("a.org")},
                     {"0": [record("a.org")]}):
             self.assertRaises(InvalidResponse, cache_urls, doc)
+
+
+def grouped(host, group):
+    rec = record(host)
+    rec["group"] = group
+    return rec
+
+
+class GroupTest(unittest.TestCase):
+    """Equally good caches (same ``group`` number from the server) become one CVMFS ``|`` group."""
+
+    def test_groups_joined_with_bar_then_failover_with_semicolon(self):
+        doc = nearest_doc(grouped("a.org", 0), grouped("b.org", 0), grouped("c.org", 1), grouped("d.org", 2))
+        groups, _ = cache_groups(doc)
+        self.assertEqual(groups, [["http://a.org:3128", "http://b.org:3128"], ["http://c.org:3128"],
+                                  ["http://d.org:3128"]])
+        self.assertEqual(cvmfs_proxy_value(groups, [["http://site.org:3128"]]),
+                         "http://a.org:3128|http://b.org:3128;http://c.org:3128;http://d.org:3128;"
+                         "http://site.org:3128")
+        # Frontier has no "|": the caches in rank order.
+        self.assertEqual(frontier_string(groups), "(proxyurl=http://a.org:3128)(proxyurl=http://b.org:3128)"
+                                                  "(proxyurl=http://c.org:3128)(proxyurl=http://d.org:3128)")
+        self.assertEqual(cache_urls(doc)[0], ["http://a.org:3128", "http://b.org:3128", "http://c.org:3128",
+                                              "http://d.org:3128"])
+
+    def test_upstream_answers_without_group_keep_one_group_per_cache(self):
+        doc = nearest_doc(record("a.org"), record("b.org"))
+        self.assertEqual(cvmfs_proxy_value(cache_groups(doc)[0], []), "http://a.org:3128;http://b.org:3128")
+
+    def test_odd_group_values_are_not_trusted_and_skipped_caches_do_not_merge_groups(self):
+        doc = nearest_doc(grouped("a.org", True), grouped("b.org", True), grouped("c.org", "0"),
+                          grouped("d.org", "0"), grouped("e.org", None), grouped("f.org", None))
+        self.assertEqual(len(cache_groups(doc)[0]), 6)
+        doc = nearest_doc(grouped("a.org", 0), grouped("bad name", 0), grouped("c.org", 0))
+        groups, warnings = cache_groups(doc)
+        self.assertEqual(groups, [["http://a.org:3128", "http://c.org:3128"]])
+        self.assertEqual(len(warnings), 1)
+
+    def test_limit_counts_caches_not_groups(self):
+        doc = nearest_doc(*[grouped("s%d.org" % i, 0) for i in range(10)])
+        groups, _ = cache_groups(doc, 3)
+        self.assertEqual(groups, [["http://s0.org:3128", "http://s1.org:3128", "http://s2.org:3128"]])
 
 
 class ProxyStringTest(unittest.TestCase):
