@@ -4,8 +4,8 @@ site's fallback. Pure: the web layer ranks, this module decides and renders.
 A PAC answer is a ``;``-separated list CVMFS turns into its proxy chain (``PROXY a; PROXY b;
 DIRECT`` becomes ``a;b;DIRECT``, wpad.cc) and Frontier reads as its proxy list. A PAC cannot say
 CVMFS's ``|`` (pick one member at random), so the members of each group of equally good caches
-(``grouping.group_ranked``) are rotated by the client's address: every worker keeps the same order
-from one fetch to the next, and a site's workers spread over its caches.
+(``grouping.group_ranked``) are put in an order of the client's own (``client_order``): every
+worker keeps its order from one fetch to the next, and a site's workers spread over its caches.
 """
 from __future__ import annotations
 
@@ -81,21 +81,29 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def rotation(client_ip: Optional[str], size: int) -> int:
-    """How far a group of ``size`` is rotated for ``client_ip``: stable across fetches, servers and
-    restarts (a digest, not Python's per-process ``hash``), uniform over a site's addresses."""
-    if not client_ip or size <= 1:
-        return 0
-    digest = hashlib.sha256(client_ip.encode("ascii", "replace")).digest()
-    return int.from_bytes(digest[:8], "big") % size
+def client_order(client_ip: Optional[str], group: Sequence[Tuple[str, int]]) -> List[Tuple[str, int]]:
+    """The members of one group in ``client_ip``'s own order (rendezvous hashing).
+
+    Each member's weight is a digest of (client, member): stable across fetches, servers and
+    restarts (never Python's per-process ``hash``), uniform over a site's addresses. So every
+    member comes first for an equal share of the workers, the workers of a failed member spread
+    evenly over the others (a plain rotation would send them all to the next one), and a member
+    joining or leaving moves only the workers that had it first.
+    """
+    if not client_ip or len(group) <= 1:
+        return list(group)
+
+    def weight(proxy: Tuple[str, int]) -> bytes:
+        return hashlib.sha256(f"{client_ip}|{proxy[0]}:{proxy[1]}".encode("utf-8", "replace")).digest()
+
+    return sorted(group, key=weight, reverse=True)
 
 
 def rotate_groups(groups: Sequence[Sequence[Tuple[str, int]]], client_ip: Optional[str]) -> List[Tuple[str, int]]:
-    """Flatten groups in order, each group's members rotated for ``client_ip``."""
+    """Flatten groups in rank order, each group's members in ``client_ip``'s order."""
     out: List[Tuple[str, int]] = []
     for group in groups:
-        k = rotation(client_ip, len(group))
-        for proxy in list(group[k:]) + list(group[:k]):
+        for proxy in client_order(client_ip, group):
             if proxy not in out:
                 out.append(proxy)
     return out

@@ -11,7 +11,7 @@ from shoal_server.consumer import ConsumerStatus
 from shoal_server.geo import Location
 from shoal_server.grouping import group_numbers, group_ranked
 from shoal_server.heartbeat import Limits, parse_heartbeat
-from shoal_server.pac import FallbackError, parse_fallback, rotate_groups, rotation
+from shoal_server.pac import FallbackError, client_order, parse_fallback, rotate_groups
 from shoal_server.ranking import Ranked
 from shoal_server.table import CacheTable
 from shoal_server.webapp import create_app
@@ -130,9 +130,9 @@ def test_patterns_are_configurable():
 MANY = [heartbeat(f"s{i}", f"131.225.1.{10 + i}", "both", load=1000.0 + i) for i in range(4)]
 
 
-def test_equally_good_caches_are_rotated_per_client_deterministically():
+def test_equally_good_caches_are_ordered_per_client_deterministically():
     app = app_for(MANY + [heartbeat("far", "142.90.1.1", "both")])
-    firsts = Counter()
+    firsts, seconds = Counter(), Counter()
     for worker in range(200):
         ip = f"131.225.{worker // 100 + 50}.{worker % 100 + 1}"
         pac = wpad(app, ip)[2]
@@ -141,7 +141,11 @@ def test_equally_good_caches_are_rotated_per_client_deterministically():
         assert sorted(chain[:4]) == [f"http://s{i}.example.org:3128" for i in range(4)]
         assert chain[4] == "http://far.example.org:3128"    # the far cache stays last
         firsts[chain[0]] += 1
+        seconds[chain[0], chain[1]] += 1
     assert len(firsts) == 4 and min(firsts.values()) >= 30   # every squid leads for about a quarter
+    # When a squid fails, its workers spread over the other three (not all onto the next one).
+    for first in firsts:
+        assert len([s for f, s in seconds if f == first]) == 3
 
 
 def test_fallback_setting_refuses_what_a_pac_cannot_carry():
@@ -176,7 +180,10 @@ def test_rotation_keeps_every_member_once_and_group_order(sizes, ip):
     for group in groups:   # each group's members stay together, groups in rank order
         assert set(flat[pos:pos + len(group)]) == set(group)
         pos += len(group)
-    assert all(0 <= rotation(ip, k) < max(k, 1) for k in range(1, 8))
+    for group in groups:   # a member leaving keeps the others' order for this client
+        if len(group) > 1:
+            order = client_order(ip, group)
+            assert client_order(ip, [p for p in group if p != order[0]]) == order[1:]
 
 
 def ranked(uuid, ip, cost, loc=None):
