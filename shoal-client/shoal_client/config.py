@@ -36,7 +36,7 @@ class ClientConfig(object):
               "ca_file", "reload", "cvmfs_talk", "lock_timeout", "lock_file")
 
     def __init__(self, shoal_server_url="http://localhost:8080/nearest", conditions_url="",
-                 cvmfs_config="/etc/cvmfs/default.local", default_squid_proxy="DIRECT", timeout=10.0,
+                 cvmfs_config="/etc/cvmfs/default.local", default_squid_proxy=None, timeout=10.0,
                  caches=None, ca_file="", reload=False, cvmfs_talk=False, lock_timeout=60.0, lock_file="", path=None,
                  warnings=()):
         self.shoal_server_url = shoal_server_url
@@ -60,6 +60,10 @@ class ClientConfig(object):
         return ClientConfig(path=self.path, warnings=self.warnings, **values)
 
     def default_proxy_groups(self):
+        """The configured fallback groups, or None when not configured (main then uses the site's
+        own proxies remembered from before Shoal's first edit, without DIRECT)."""
+        if self.default_squid_proxy is None:
+            return None
         return parse_default_proxy(self.default_squid_proxy)
 
     def server_url(self, frontier=False):

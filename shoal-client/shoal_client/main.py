@@ -1,5 +1,6 @@
 """The ``shoal-client`` command: fetch the nearest caches and point CVMFS (or Frontier) at them."""
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -12,11 +13,12 @@ from ._compat import (TLS_ERRORS, HTTPError, HTTPSHandler, ProxyHandler, Request
                       http_client, is_timeout, is_tls_error, json_loads, ssl_context, which)
 from .config import (SEARCH_PATHS, ConfigError, clamp_caches, find_config, load_config, to_caches,
                      to_lock_file, to_positive_float)
-from .cvmfsconf import ConfigFileError, LockTimeout, overriding_files, update_file
+from .cvmfsconf import (ConfigFileError, LockTimeout, current_values, overriding_files, read_bytes,
+                        resolve_path, update_file)
 from .deadline import Deadline, DeadlineExceeded
 from .hostrule import is_proxy_host
 from .proxies import (DEFAULT_CACHES, InvalidResponse, NoCaches, cache_groups, check_server_url,
-                      cvmfs_proxy_value, frontier_string, nearest_url)
+                      cvmfs_proxy_value, frontier_string, nearest_url, site_fallback)
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +305,54 @@ def write_cvmfs(config, value, env):
     return changed
 
 
+def site_proxies_path(lock):
+    """Where the CVMFS_HTTP_PROXY value found before Shoal's first edit is kept (beside the lock)."""
+    return lock + ".site-proxies"
+
+
+def remembered_proxy(config, env, store=True):
+    """The site's CVMFS_HTTP_PROXY from before Shoal's first edit of ``config.cvmfs_config``.
+
+    The first run (no record yet) reads the file's value (the last top-level assignment, as
+    /bin/sh takes it; "" when there is none) and, with ``store``, records it; every later run
+    reads the record, so the value Shoal writes is never taken for the site's own.
+    """
+    record = site_proxies_path(lock_path(config, env))
+    try:
+        with open(record, "rb") as handle:
+            return handle.read().decode("ascii", "replace").strip()
+    except (IOError, OSError) as err:
+        if getattr(err, "errno", None) != errno.ENOENT:
+            raise ClientError(Exit.FILE_ERROR, "cannot read %s: %s" % (record, err.strerror or err))
+    try:
+        content, _ = read_bytes(resolve_path(config.cvmfs_config))
+    except (IOError, OSError, ConfigFileError):
+        content = None  # update_file reports what is wrong with the file
+    values = current_values(content or b"")
+    value = values[-1].decode("ascii", "replace") if values else ""
+    # No directory for the record: the lock beside it cannot be taken either, and update_file says so.
+    if store and os.path.isdir(os.path.dirname(record) or "."):
+        _write_private(record, value + "\n")
+        logger.info("remembered the site's CVMFS_HTTP_PROXY before Shoal: %r (in %s)", value, record)
+    return value
+
+
+def _write_private(path, text):
+    """Write ``path`` (0600) atomically: a temp file beside it, then rename."""
+    temp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("ascii", "replace"))
+        os.rename(temp, path)
+    except (IOError, OSError) as err:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise ClientError(Exit.FILE_ERROR, "cannot write %s: %s" % (path, err.strerror or err))
+
+
 def pending_reload_path(lock):
     """The marker of a reload still owed (beside the private lock file: same protection)."""
     return lock + ".reload-pending"
@@ -358,6 +408,13 @@ def run(args, env):
                                     config.caches or DEFAULT_CACHES)
     for warning in warnings:
         logger.warning("%s", warning)
+    if default_groups is None and args.frontier:
+        default_groups = []  # the remembered value is CVMFS's; Frontier keeps its own FRONTIER_SERVER proxies
+    elif default_groups is None:  # not configured: the site's own proxies from before Shoal, never DIRECT
+        ours = [u for group in urls for u in group]
+        default_groups, warnings = site_fallback(remembered_proxy(config, env, store=not args.dump), ours)
+        for warning in warnings:
+            logger.warning("warning: %s", warning)
     if args.frontier:
         merge_into = "" if args.dump else env.environ.get("FRONTIER_SERVER", "")
         env.stdout.write(frontier_string(urls, default_groups, merge_into) + "\n")

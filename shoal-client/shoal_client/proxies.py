@@ -19,7 +19,7 @@ class NoCaches(ValueError):
 
 
 class InvalidProxy(ValueError):
-    """A configured proxy string is not ``DIRECT`` or ``http://host[:port]``."""
+    """A configured proxy member is not one CVMFS accepts (DIRECT, auto, [http[s]://]host[:port])."""
 
 
 def is_hostname(name):
@@ -124,7 +124,9 @@ def cache_groups(document, limit=MAX_CACHES):
 def parse_default_proxy(text):
     """Split a CVMFS proxy string (``;`` groups of ``|`` members) into validated groups.
 
-    Each member is ``DIRECT`` or ``http://HOST[:PORT]``; an empty string means no fallback.
+    Each member is what CVMFS accepts there: ``DIRECT``, ``auto`` (the proxies of the site's
+    PAC, CVMFS_PAC_URLS), ``http://HOST[:PORT]``, ``https://HOST[:PORT]`` or a bare
+    ``HOST[:PORT]`` (written back as ``http://HOST[:PORT]``). An empty string means no fallback.
     """
     text = text.strip()
     if not text:
@@ -138,19 +140,54 @@ def parse_default_proxy(text):
     return groups
 
 
+def site_fallback(value, ours=()):
+    """The site's own proxies in a CVMFS_HTTP_PROXY value found before Shoal's first edit.
+
+    Kept as groups; ``DIRECT`` is dropped (no fleet stampeding to the stratum-1s when the caches
+    fail: a site that wants it says so in ``default_squid_proxy``), and so are members Shoal
+    serves (``ours``) and members CVMFS could not use either (returned as warnings).
+    Return (groups, warnings).
+    """
+    groups, warnings = [], []
+    for group in (value or "").split(";"):
+        members = []
+        for member in group.split("|"):
+            member = member.strip()
+            if not member:
+                continue
+            try:
+                member = _proxy_member(member)
+            except InvalidProxy as err:
+                warnings.append("ignoring the remembered site proxy %s" % err)
+                continue
+            if member != "DIRECT" and member not in ours and member not in members:
+                members.append(member)
+        if members and members not in groups:
+            groups.append(members)
+    return groups, warnings
+
+
 def _proxy_member(member):
     if member.upper() == "DIRECT":
         return "DIRECT"
-    if not member.startswith("http://"):
-        raise InvalidProxy("%r is neither DIRECT nor an http:// proxy URL" % (member,))
-    host, port = _split_hostport(member[len("http://"):].rstrip("/"))
+    if member.lower() == "auto":
+        return "auto"
+    scheme = "http://"
+    for prefix in ("http://", "https://"):
+        if member.lower().startswith(prefix):
+            scheme, member = prefix, member[len(prefix):]
+            break
+    else:
+        if "://" in member:
+            raise InvalidProxy("%r: CVMFS proxies are DIRECT, auto, http:// or https:// URLs" % (member,))
+    host, port = _split_hostport(member.rstrip("/"))
     if host.endswith(".") and not host.endswith(".."):
         host = host[:-1]  # a fully qualified name in the site's own setting: same host
     if not is_proxy_host(host):
-        raise InvalidProxy("%r: invalid host name" % (member,))
+        raise InvalidProxy("%r: neither DIRECT, auto nor a proxy HOST[:PORT] (invalid host name)" % (member,))
     if port is not None and parse_port(port) is None:
         raise InvalidProxy("%r: invalid port" % (member,))
-    return "http://%s%s" % (host_for_url(host), "" if port is None else ":%d" % parse_port(port))
+    return "%s%s%s" % (scheme, host_for_url(host), "" if port is None else ":%d" % parse_port(port))
 
 
 def _split_hostport(netloc):
@@ -183,7 +220,8 @@ def cvmfs_proxy_value(urls, default_groups):
 
 
 def frontier_string(urls, default_groups=(), frontier_server=""):
-    """``(proxyurl=URL)...`` for Frontier: the caches, then default proxies that are URLs (not DIRECT).
+    """``(proxyurl=URL)...`` for Frontier: the caches, then default proxies that are http:// URLs
+    (not DIRECT, not auto: Frontier takes those as proxyconfigurl/direct settings of its own).
 
     With ``frontier_server`` (the FRONTIER_SERVER value), the whole value with ours merged in.
     """
@@ -194,7 +232,7 @@ def frontier_string(urls, default_groups=(), frontier_server=""):
                 out.append(url)
     for group in default_groups:
         for member in group:
-            if member != "DIRECT" and member not in out:
+            if member.startswith("http://") and member not in out:
                 out.append(member)
     ours = ["(proxyurl=%s)" % url for url in out]
     return frontier_merge(frontier_server, ours) if frontier_server.strip() else "".join(ours)

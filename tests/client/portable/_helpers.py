@@ -27,6 +27,9 @@ if CLIENT_SRC not in sys.path:
 
 from shoal_client.main import Environment, main  # noqa: E402
 
+# What the client appends when default_squid_proxy is not set: REALISTIC_LOCAL's own proxies
+# from before Shoal's first edit, without its DIRECT (issue 15: no fleet stampeding to stratum-1).
+SITE_PROXIES = "http://old-squid.example.org:3128|http://old-squid2.example.org:3128"
 REALISTIC_LOCAL = (
     b"# /etc/cvmfs/default.local -- site settings; CVMFS_HTTP_PROXY is managed by shoal-client\n"
     b"CVMFS_REPOSITORIES=\"atlas.cern.ch,atlas-condb.cern.ch,grid.cern.ch,sft.cern.ch\"\n"

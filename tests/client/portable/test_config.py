@@ -11,7 +11,8 @@ class ConfigTest(unittest.TestCase):
         config = load_config(None)
         self.assertEqual(config.shoal_server_url, "http://localhost:8080/nearest")
         self.assertEqual(config.cvmfs_config, "/etc/cvmfs/default.local")
-        self.assertEqual(config.default_squid_proxy, "DIRECT")
+        self.assertEqual(config.default_squid_proxy, None)   # the site's remembered proxies, no DIRECT
+        self.assertEqual(config.default_proxy_groups(), None)
         self.assertEqual(config.timeout, 10.0)
         self.assertEqual((config.caches, config.ca_file, config.reload), (None, "", False))
 
@@ -41,7 +42,7 @@ class ConfigTest(unittest.TestCase):
             for body, key in ((b"[general]\ntimeout = soon\n", "timeout"), (b"[general]\ntimeout = -1\n", "timeout"),
                               (b"[general]\ncaches = 0\n", "caches"), (b"[general]\nreload = maybe\n", "reload"),
                               (b"[general]\nshoal_server_url = ftp://x/\n", "shoal_server_url"),
-                              (b"[general]\ndefault_squid_proxy = squid:3128\n", "default_squid_proxy"),
+                              (b"[general]\ndefault_squid_proxy = squid:0\n", "default_squid_proxy"),
                               (b"[general]\ncvmfs_confg = /x\n", "cvmfs_confg")):
                 write_bytes(path, body)
                 err = raises_with(self, ConfigError, "%s [general] %s" % (path, key), load_config, path)

@@ -12,7 +12,9 @@ from shoal_client.main import EXIT_CODES, Exit
 
 DOC = nearest_doc(record("squid-b.example.org", 3128, load=5), record("2a00:1450:4001::7", 3129),
                   record(None, 8080, public_ip="142.104.60.44"))
-EXPECTED = "http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129;http://142.104.60.44:8080;DIRECT"
+# No default_squid_proxy: the site's own proxies from REALISTIC_LOCAL (before Shoal's edit), without DIRECT.
+SITE = "http://old-squid.example.org:3128|http://old-squid2.example.org:3128"
+EXPECTED = "http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129;http://142.104.60.44:8080;" + SITE
 OLD_MTIME = 1000000000
 
 
@@ -77,6 +79,39 @@ class MainTest(unittest.TestCase):
         headers = dict((k.lower(), v) for k, v in self.server.requests[0][1].items())
         self.assertEqual(headers["user-agent"], "shoal-client/%s" % __version__)
 
+    # --- issue 15 item 4: fallback without a stampede --------------------------------------------
+    def test_first_run_remembers_the_site_proxies_and_later_runs_keep_them(self):
+        self.assertEqual(self.client("-q", "-s", self.server.url())[0], 0)
+        record = self.lock + ".site-proxies"
+        self.assertEqual(read_bytes(record).decode("ascii").strip(),
+                         "http://old-squid.example.org:3128|http://old-squid2.example.org:3128;DIRECT")
+        self.assertEqual(os.stat(record).st_mode & 0o777, 0o600)
+        # The file now holds Shoal's value; the next run (two caches only) still falls back to the site's.
+        code, out, err = self.client("-n", "2", "-s", self.server.url())
+        self.assertEqual(code, 0, err)
+        self.assertEqual(current_values(read_bytes(self.local)),
+                         [("http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129;" + SITE).encode("ascii")])
+        self.assertNotIn(b"DIRECT", current_values(read_bytes(self.local))[0])
+
+    def test_a_file_without_proxies_gets_no_fallback_and_never_direct(self):
+        write_bytes(self.local, b"CVMFS_QUOTA_LIMIT=20000\n")
+        self.assertEqual(self.client("-q", "-s", self.server.url())[0], 0)
+        self.assertEqual(current_values(read_bytes(self.local)),
+                         [b"http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129;http://142.104.60.44:8080"])
+
+    def test_configured_fallback_wins_over_the_remembered_one(self):
+        for setting, tail in (("DIRECT", ";DIRECT"), ("", ""), ("auto;squid.site.example:3128", ";auto;http://squid.site.example:3128"),
+                              ("https://sq.site.example:3130|sq2.site.example", ";https://sq.site.example:3130|http://sq2.site.example")):
+            conf = os.path.join(self.dir, "c.conf")
+            write_bytes(conf, ("[general]\ndefault_squid_proxy = %s\n" % setting).encode("ascii"))
+            code, out, err = self.client("-c", conf, "-d", "-n", "2", "-s", self.server.url())
+            self.assertEqual((code, out), (0, "http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129%s\n" % tail),
+                             (setting, err))
+
+    def test_dump_remembers_nothing(self):
+        self.assertEqual(self.client("-d", "-s", self.server.url())[1], EXPECTED + "\n")
+        self.assertFalse(os.path.exists(self.lock + ".site-proxies"))
+
     def test_second_run_leaves_file_untouched(self):
         self.assertEqual(self.client("-s", self.server.url())[0], 0)
         os.utime(self.local, (OLD_MTIME, OLD_MTIME))
@@ -91,7 +126,7 @@ class MainTest(unittest.TestCase):
 
     def test_caches_option_appends_n(self):
         code, out, err = self.client("-n", "2", "--dump", "-s", self.server.url())
-        self.assertEqual((code, out), (0, "http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129;DIRECT\n"))
+        self.assertEqual((code, out), (0, "http://squid-b.example.org:3128;http://[2a00:1450:4001::7]:3129;" + SITE + "\n"))
         self.assertEqual(self.server.requests[0][0], "/nearest/2")
 
     def test_dump_and_frontier_write_nothing(self):
@@ -108,10 +143,10 @@ class MainTest(unittest.TestCase):
 
     def test_invalid_cache_skipped_with_warning(self):
         code, out, err = self.client("-d", "-s", self.server.url("/somebad"))
-        self.assertEqual((code, out), (0, "http://ok.org:3128;DIRECT\n"))
+        self.assertEqual((code, out), (0, "http://ok.org:3128;" + SITE + "\n"))
         self.assertIn("skipping cache #0: invalid host name", err)
         self.assertEqual(self.client("-q", "-d", "-s", self.server.url("/somebad")),
-                         (0, "http://ok.org:3128;DIRECT\n", ""))
+                         (0, "http://ok.org:3128;" + SITE + "\n", ""))
 
     def test_failures_leave_file_untouched(self):
         self.assertFails(Exit.HTTP_ERROR, self.server.url("/500"), "HTTP 500")

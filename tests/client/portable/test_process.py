@@ -6,13 +6,13 @@ import subprocess
 import sys
 import unittest
 
-from _helpers import (CLIENT_SRC, REALISTIC_LOCAL, FakeServer, TempDir, nearest_doc, read_bytes, record,
+from _helpers import (CLIENT_SRC, REALISTIC_LOCAL, SITE_PROXIES, FakeServer, TempDir, nearest_doc, read_bytes, record,
                       run_client, write_bytes)
 from shoal_client import __version__
 from shoal_client.cvmfsconf import TEMP_SUFFIX, rewrite
 
 DOC = nearest_doc(record("squid-a.example.org", 3128), record("2a00:1450:4001::9", 3128))
-VALUE = "http://squid-a.example.org:3128;http://[2a00:1450:4001::9]:3128;DIRECT"
+VALUE = "http://squid-a.example.org:3128;http://[2a00:1450:4001::9]:3128;" + SITE_PROXIES
 
 # Runs under `python -S -E` (no site-packages, no PYTHON* variables): import and run the client, then
 # report every loaded module that lives outside the standard library and outside shoal_client.

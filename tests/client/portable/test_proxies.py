@@ -5,7 +5,7 @@ from _helpers import nearest_doc, raises_with, record
 from shoal_client.proxies import (InvalidProxy, InvalidResponse, NoCaches, cache_groups, cache_url, cache_urls,
                                   check_server_url,
                                   cvmfs_proxy_value, frontier_string, is_hostname, nearest_url,
-                                  parse_default_proxy, parse_port, DEFAULT_CACHES, MAX_CACHES)
+                                  parse_default_proxy, parse_port, site_fallback, DEFAULT_CACHES, MAX_CACHES)
 
 # The shared host-name rule (docs/security.md): DNS names with "_", global unicast IP literals only.
 GOOD_NAMES = ["squid.example.org", "a", "a-b.c", "xn--bcher-kva.example", "142.104.60.1", "8.8.8.8",
@@ -158,9 +158,31 @@ class ProxyStringTest(unittest.TestCase):
                          "http://a:3128;DIRECT")
 
     def test_bad_defaults(self):
-        for text in ("direct-ish", "https://a:3128", "http://a b:3128", "http://a:0", "http://a:x", "http://$x",
-                     "DIRECT;;", "http://a:3128\"", "socks://a:1080"):
+        for text in ("direct ish", "http://a b:3128", "http://a:0", "http://a:x", "http://$x", "a:99999",
+                     "DIRECT;;", "http://a:3128\"", "socks://a:1080", "a|", "auto;`id`", "https://a:3128/x y"):
             self.assertRaises(InvalidProxy, parse_default_proxy, text)
+
+    def test_everything_cvmfs_accepts_is_accepted(self):
+        # CVMFS_HTTP_PROXY members: DIRECT, auto (PAC), http:// and https:// proxies, bare host:port.
+        self.assertEqual(parse_default_proxy("auto; squid1.site:3128|squid2.site ;https://sq.site:3130;direct"),
+                         [["auto"], ["http://squid1.site:3128", "http://squid2.site"], ["https://sq.site:3130"],
+                          ["DIRECT"]])
+        self.assertEqual(cvmfs_proxy_value(["http://a:3128"], parse_default_proxy("auto;DIRECT")),
+                         "http://a:3128;auto;DIRECT")
+        # Frontier takes only the http:// ones.
+        self.assertEqual(frontier_string(["http://a:3128"], parse_default_proxy("auto;https://s:1;b:3128;DIRECT")),
+                         "(proxyurl=http://a:3128)(proxyurl=http://b:3128)")
+
+    def test_remembered_site_proxies_drop_direct_and_shoal_caches(self):
+        groups, warnings = site_fallback("http://s1.site:3128|s2.site:3128; http://a:3128 ;DIRECT", ["http://a:3128"])
+        self.assertEqual(groups, [["http://s1.site:3128", "http://s2.site:3128"]])
+        self.assertEqual(warnings, [])
+        self.assertEqual(site_fallback("DIRECT")[0], [])
+        self.assertEqual(site_fallback("")[0], [])
+        self.assertEqual(site_fallback("auto;DIRECT")[0], [["auto"]])
+        groups, warnings = site_fallback("http://ok.site:3128;$SQUID;DIRECT")
+        self.assertEqual(groups, [["http://ok.site:3128"]])
+        self.assertEqual(len(warnings), 1)
 
     def test_frontier(self):
         self.assertEqual(frontier_string(["http://h1:3128", "http://[2001:db8::1]:3129"]),
