@@ -43,7 +43,10 @@ CACHES = [("squid-a.example.org", "142.104.60.11", 3128, 10.0), ("2a00:1450:4001
           ("", "206.12.1.7", 8080, 30.0), ("squid-d.example.org", "137.82.1.9", 3128, 40.0)]
 URLS = ["http://squid-a.example.org:3128", "http://[2a00:1450:4001::20]:3129", "http://206.12.1.7:8080",
         "http://squid-d.example.org:3128"]
-VALUE = ";".join(URLS + ["DIRECT"])
+# Nearly idle caches of a client the server cannot place cost nearly the same: one "|" group (the
+# server's ``group``, issue 15), then the site's own proxies remembered from DEFAULT_LOCAL, without DIRECT.
+SITE = "http://site-squid.example.org:3128|http://site-squid2.example.org:3128"
+VALUE = "|".join(URLS) + ";" + SITE
 
 
 def run_client(*args: str, env: dict | None = None, timeout: float = 60):
@@ -111,7 +114,7 @@ def test_real_server_end_to_end(server_factory, publisher, tmp_path):
     frontier, _ = run_client("-c", conf, "--frontier")
     assert (frontier.returncode, frontier.stdout) == (0, "".join(f"(proxyurl={u})" for u in URLS) + "\n")
     two, _ = run_client("-c", conf, "-d", "-n", "2")
-    assert two.stdout == ";".join(URLS[:2] + ["DIRECT"]) + "\n"
+    assert two.stdout == "|".join(URLS[:2]) + ";" + SITE + "\n"
     cvmfs.assert_untouched()
 
     # Killed after the complete temp file is written, before the rename: the original stays.
@@ -234,7 +237,7 @@ def test_https_is_verified(fake_server, tmp_path):
     assert "TLS error" in untrusted.stderr and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
 
     trusted, _ = run_client("-c", client_config(tmp_path / "ca.conf", url, cvmfs, ca_file=ca_cert), "-d")
-    assert (trusted.returncode, trusted.stdout) == (0, "http://tls.example.org:3128;DIRECT\n"), trusted.stderr
+    assert (trusted.returncode, trusted.stdout) == (0, "http://tls.example.org:3128;" + SITE + "\n"), trusted.stderr
 
     other = make_ca(str(tmp_path / "other-ca"), cn="Some other CA")
     wrong, _ = run_client("-c", client_config(tmp_path / "other.conf", url, cvmfs, ca_file=other), "-d")

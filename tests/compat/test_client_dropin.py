@@ -68,8 +68,14 @@ def point_at(text: str, base: str) -> str:
 
 
 def expected_fallback(text: str) -> list:
+    """The configured fallback; none when unset (the file had no proxies before Shoal: issue 15, no DIRECT)."""
     match = re.search(r"^(?:default_squid_proxy|default_cache_proxy)\s*=\s*(.+)$", text, re.M)
-    return match.group(1).strip().split(";") if match else ["DIRECT"]
+    return match.group(1).strip().split(";") if match else []
+
+
+def cvmfs_value(caches: list, fallback: list) -> str:
+    """CACHES are at one place, so the server serves them as one group: CVMFS gets them joined by "|"."""
+    return ";".join(["|".join(caches)] + fallback)
 
 
 def renamed_keys(text: str) -> list:
@@ -140,7 +146,7 @@ def test_readme_command_lines_do_the_same_job(name, fed_server, tmp_path):
         assert dump.returncode == 7, dump.stderr  # no usable cache: exit NO_CACHES, the file is kept
         return
     assert dump.returncode == 0, dump.stderr
-    assert dump.stdout == ";".join(expected + fallback) + "\n"
+    assert dump.stdout == cvmfs_value(expected, fallback) + "\n"
     warnings = [line for line in dump.stderr.splitlines() if line]
     assert len(warnings) == len(renamed_keys(text)), dump.stderr
     for key in renamed_keys(text):
@@ -151,14 +157,14 @@ def test_readme_command_lines_do_the_same_job(name, fed_server, tmp_path):
     cron, cvmfs = run(tmp_path, text)
     assert cron.returncode == 0, cron.stderr
     assert cvmfs.read_bytes() == (b"CVMFS_REPOSITORIES=atlas.cern.ch\nCVMFS_HTTP_PROXY=\""
-                                  + ";".join(expected + fallback).encode() + b"\"\n")
+                                  + cvmfs_value(expected, fallback).encode() + b"\"\n")
 
     # `-k` / `-o` (1.0.3, 1.0.4) and `-n 2` / `--squids 2` (1.0.x), `--caches 2` (HEAD).
     for flags in (["-k", "-d"], ["-k", "-o", "-d"], ["-d", "-n", "2"], ["-d", "--squids", "2"],
                   ["-k", "-d", "--caches", "2"]):
         proc, _ = run(tmp_path, text, *flags, "-q")
         count = 2 if "2" in flags else len(expected)
-        assert (proc.returncode, proc.stdout) == (0, ";".join(expected[:count] + fallback) + "\n"), (flags, proc.stderr)
+        assert (proc.returncode, proc.stdout) == (0, cvmfs_value(expected[:count], fallback) + "\n"), (flags, proc.stderr)
 
     # `shoal-client --frontier` (frontier_set.sh puts the output into FRONTIER_SERVER).
     frontier_path = url_path(text, frontier=True)
@@ -188,6 +194,6 @@ def test_cron_line_with_talk_sets_the_running_proxies_as_upstream_did(fed_server
                     fed_server.url)
     proc, cvmfs = run(tmp_path, text, "--talk", "-q", env={"PATH": f"{bindir}:{os.environ['PATH']}"})
     assert (proc.returncode, proc.stderr) == (0, "")
-    value = ";".join(caches_for("/nearest")[:5] + ["DIRECT"])
+    value = cvmfs_value(caches_for("/nearest")[:5], [])
     assert record.read_text().splitlines() == ["proxy", "set", value]
     assert f'CVMFS_HTTP_PROXY="{value}"'.encode() in cvmfs.read_bytes()
