@@ -181,7 +181,8 @@ def test_routes_and_errors(server, publisher):
     assert status == 400 and b"not an IPv4 or IPv6 address" in body
     status, headers, body = http_get(server.url + "/wpad.dat?ip=133.11.1.1")
     assert status == 200 and headers["Content-Type"] == "application/x-ns-proxy-autoconfig"
-    assert body.decode().count("PROXY") == 2 and "DIRECT" in body.decode()
+    # A route per kind (one cache each), then every cache for other URLs; no DIRECT unless configured.
+    assert body.decode().count("PROXY") == 4 and "DIRECT" not in body.decode()
     # A client GeoIP cannot place (loopback here) still gets an answer, with null distances.
     local = server.get_json("/nearest")
     assert len(local) == 2 and all(c["distance"] is None for c in local.values())
