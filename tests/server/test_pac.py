@@ -209,3 +209,29 @@ def test_nearest_serves_the_group_number_next_to_upstreams_fields():
     assert [data[str(i)]["group"] for i in range(5)] == [0, 0, 0, 0, 1]
     assert all("hostname" in r and "squid_port" in r and "public_ip" in r for r in data.values())
     assert "group" not in next(iter(json.loads(app.request("/all").data).values()))
+
+
+CACHE = st.tuples(st.sampled_from(["cvmfs", "frontier", "both"]), st.floats(0, 150000),
+                  st.sampled_from(["131.225.1.", "128.141.1.", "142.90.1.", "150.203.1."]))
+FALLBACKS = st.sampled_from(["", "DIRECT", "squid.site.example:3128", "squid.site.example:3128, DIRECT"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(CACHE, max_size=8), FALLBACKS, st.sampled_from(["131.225.99.1", "150.203.9.9", "8.8.8.8"]))
+def test_every_answer_routes_by_kind_and_ends_in_exactly_the_fallback(caches, fallback, client):
+    hbs = [heartbeat(f"c{i}", f"{prefix}{i + 1}", upstream, load) for i, (upstream, load, prefix) in enumerate(caches)]
+    status, _, pac = wpad(app_for(hbs, fallback), client)
+    tail = [cvmfs_chain(item) for item in parse_fallback(fallback)]
+    if not hbs and not fallback:
+        assert status.startswith("503")
+        return
+    got = answers(pac, (STRATUM1, FRONTIER, OTHER))
+    for target, kind in ((STRATUM1, "cvmfs"), (FRONTIER, "frontier"), (OTHER, None)):
+        chain = cvmfs_chain(got[target]).split(";")
+        assert chain and "NONE" not in got[target] and chain[len(chain) - len(tail):] == tail
+        hosts = [c.split("//")[1].split(".")[0] for c in chain[:len(chain) - len(tail)]]
+        kinds = {h: up for h, (up, _, _) in zip([f"c{i}" for i in range(len(caches))], caches)}
+        of_kind = [h for h in kinds if kind is None or kinds[h] in (kind, "both")]
+        expected = of_kind or list(kinds)    # no cache of the kind: every cache, never NONE
+        assert len(hosts) == min(5, len(expected)) and set(hosts) <= set(expected), (target, hosts, kinds)
+        assert ("DIRECT" in chain) == ("DIRECT" in fallback)
