@@ -1,11 +1,10 @@
 """bench/spread.py end to end at its quick size: the before/after shares it publishes are computed."""
-import pytest
-
 from support import pacrun
+from support.tools import requires
 from test_smoke import run_bench
 
 
-@pytest.mark.skipif(not pacrun.available(), reason="needs /usr/bin/python3 with python3-pacparser")
+@requires("pacparser", available=pacrun.available(), detail="python3-pacparser for /usr/bin/python3")
 def test_spread(tmp_path):
     data = run_bench("spread", tmp_path)
     before, client, pac = data["rows"]

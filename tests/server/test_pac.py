@@ -17,9 +17,10 @@ from shoal_server.table import CacheTable
 from shoal_server.webapp import create_app
 
 from support import pacrun
+from support.tools import requires
 from support.pacrun import ATLAS_FRONTIER, FRONTIER, OPENHTC, OTHER, STRATUM1, cvmfs_chain
 
-pytestmark = pytest.mark.skipif(not pacrun.available(), reason="needs /usr/bin/python3 with python3-pacparser")
+pytestmark = requires("pacparser", available=pacrun.available(), detail="python3-pacparser for /usr/bin/python3")
 
 GENEVA, CHICAGO, VANCOUVER = Location(46.2, 6.1), Location(41.8, -88.3), Location(49.2, -123.1)
 PLACES = {"128.141.": GENEVA, "188.184.": GENEVA, "131.225.": CHICAGO, "142.90.": VANCOUVER}

@@ -4,12 +4,13 @@ from __future__ import annotations
 import pytest
 
 from support import pacrun
+from support.tools import requires
 from support.heartbeats import upstream_heartbeat
 from support.pacrun import FRONTIER, OTHER, STRATUM1, cvmfs_chain
 from support.procs import http_get
 
 pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not pacrun.available(), reason="needs /usr/bin/python3 with python3-pacparser")]
+              requires("pacparser", available=pacrun.available(), detail="python3-pacparser for /usr/bin/python3")]
 
 FNAL = "131.225.99.9"
 CACHES = [  # (public_ip, hostname, upstream, load)
