@@ -245,9 +245,11 @@ def test_upstream_routes_answer(server, exchange):
         assert status == 200 and headers["Content-Type"] == "image/x-icon" and icon[:4] == b"\x00\x00\x01\x00"
 
 
-def test_upstream_server_config_runs_the_server(tmp_path, exchange):
-    """shoal-agent-1.0.2's shoal_server.conf, only the exchange, port and log path changed, serves."""
-    text = open(config_path("shoal-agent-1.0.2", "server")).read()
+@pytest.mark.parametrize("release", ["shoal-server-0.7.3", "shoal-agent-1.0.2", "HEAD"])
+def test_upstream_server_config_runs_the_server(tmp_path, exchange, release):
+    """An upstream shoal_server.conf, only the exchange, port and log path changed, serves; HEAD's
+    (use_credentials = False beside amqp_username = shoal) logs in as guest, as upstream did."""
+    text = open(config_path(release, "server")).read()
     proc = ServerProcess(str(tmp_path / "upstream"), {})
     text = text.replace("amqp_exchange = shoal", f"amqp_exchange = {exchange}")
     text = text.replace("amqp_server_url = localhost", "amqp_server_url = 127.0.0.1")
