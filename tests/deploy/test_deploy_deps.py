@@ -11,7 +11,6 @@ import ast
 import configparser
 import re
 import sys
-from pathlib import Path
 from typing import Dict, Optional, Set, Tuple
 
 import pytest

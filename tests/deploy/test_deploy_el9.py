@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -28,8 +25,9 @@ EL9_VENV = ROOT / ".venv-el9"
 EL9_PY = EL9_VENV / "bin" / "python"
 SITELIB = "usr/lib/python3.9/site-packages"
 
-pytestmark = [pytest.mark.integration,
-              requires("pyenv Python", Path(os.path.expanduser("~/.pyenv/versions/3.9.18/bin/python")).exists(), "3.9.18")]
+PYENV_39 = os.path.expanduser("~/.pyenv/versions/3.9.18/bin/python")
+pytestmark = [pytest.mark.integration, requires("rpmbuild"),
+              requires("python3.9", os.path.exists(PYENV_39), "pyenv's 3.9.18: pyenv install 3.9.18")]
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from support.tools import requires
 MANIFEST = ROOT / "tests" / "deploy" / "data" / "el9-manifest.json"
 SHOAL = ["shoal-server", "shoal-agent", "shoal-client"]
 
-pytestmark = [pytest.mark.integration,
-              requires("dnf"), requires("createrepo_c")]
+pytestmark = [pytest.mark.integration, requires("dnf"), requires("createrepo_c"), requires("rpmbuild"),
+              requires("rpm2archive", detail="rpm >= 4.15")]
 
 
 def manifest() -> Dict:
