@@ -1,3 +1,3 @@
 """Shoal agent: announces a Squid cache to the Shoal server over AMQP."""
 
-__version__ = "1.0.0"
+__version__ = "2.0.0"

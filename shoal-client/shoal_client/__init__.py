@@ -1,3 +1,3 @@
 """Shoal client: points CVMFS at the nearest Squid caches. Standard library only (Python 2.7+)."""
 
-__version__ = "1.0.0"
+__version__ = "2.0.0"

@@ -1,3 +1,3 @@
 """Shoal server: tells worker nodes which Squid caches are nearest and least loaded."""
 
-__version__ = "1.0.0"
+__version__ = "2.0.0"
