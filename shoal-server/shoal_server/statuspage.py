@@ -9,13 +9,16 @@ so the page works under a Content-Security-Policy that forbids every script.
 """
 from __future__ import annotations
 
+import bisect
+import collections
 import dataclasses
 import html
 import json
 import math
+import operator
 import os
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Counter, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlencode
 
 from . import __version__
@@ -173,16 +176,284 @@ def render_status(entries: Sequence[CacheEntry], now: float, request: PageReques
                   drift_tolerance: float, consumer_connected: bool, outline: Optional[WorldOutline] = None,
                   refresh: int = REFRESH_SECONDS, refused: Sequence[Refusal] = ()) -> str:
     """Render the whole page: summary, map, one page of the sorted table, and the refused senders."""
-    ordered = sorted_entries(entries, request)
-    pages = max(1, math.ceil(len(ordered) / page_size))
-    page = min(request.page, pages)
-    request = dataclasses.replace(request, page=page)
-    shown = ordered[(page - 1) * page_size: page * page_size]
-    total_load = sum(e.hb.load for e in entries)
-    total_max = sum(e.hb.max_load for e in entries)
-    verified = sum(1 for e in entries if e.is_verified)
-    drifting = sum(1 for e in entries if e.hb.drifting(drift_tolerance))
-    unauthenticated = sum(1 for e in entries if not e.hb.authenticated)
+    view = StatusView.build(tuple(entries), drift_tolerance, outline)
+    return view.render(now, request, page_size, consumer_connected, refresh, refused)
+
+
+# ---------------------------------------------------------------------------------------------
+# What one table version derives, kept per version (StatusView) and carried to the next one.
+#
+# The webapp keeps the view of the latest snapshot; the next snapshot's view is derived from it
+# by what changed (entries are immutable, so "changed" is "not the same object"): the summary and
+# the map cells are sums updated by the few entries that differ, each sort order is updated by
+# bisection. Every sum is exact (integers of 2**-1074), so the order in which entries were
+# added or removed cannot change a digit: a derived view renders byte for byte what a view built
+# from scratch renders (tests/web/test_statuspage_cache.py).
+
+_FIXED_SCALE = 1 << 1074   # every finite double is an integer multiple of 2**-1074
+
+
+def _fixed(value: float) -> int:
+    """``value`` as an exact integer multiple of 2**-1074 (non-finite counts as 0: never validated in)."""
+    if not math.isfinite(value):
+        return 0
+    numerator, denominator = value.as_integer_ratio()
+    return numerator * (_FIXED_SCALE // denominator)
+
+
+def _unfixed(total: int) -> float:
+    """The correctly rounded float of an exact fixed-point sum."""
+    try:
+        return total / _FIXED_SCALE
+    except OverflowError:
+        return math.inf if total > 0 else -math.inf
+
+
+@dataclasses.dataclass
+class _Cell:
+    """The caches of one map grid cell: exact sums, and how many caches each place name has."""
+
+    caches: int = 0
+    lon: int = 0
+    lat: int = 0
+    load: int = 0
+    max_load: int = 0
+    places: Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    # (sort key, Mark, SVG) of a finished cell; a changed cell is a fresh copy without one.
+    drawn: Optional[Tuple[Tuple[float, Tuple[int, int]], "Mark", str]] = None
+
+    def copy(self) -> "_Cell":
+        return dataclasses.replace(self, places=collections.Counter(self.places), drawn=None)
+
+    def draw(self, key: Tuple[int, int]) -> Tuple[Tuple[float, Tuple[int, int]], "Mark", str]:
+        if self.drawn is None:
+            load, max_load = _unfixed(self.load), _unfixed(self.max_load)
+            x, y = project(_unfixed(self.lon) / self.caches, _unfixed(self.lat) / self.caches)
+            place = min(self.places.items(), key=lambda item: (-item[1], item[0]))[0]
+            label = f"{self.caches} caches near {place} — {load:.0f} / {max_load:.0f} KB/s"
+            ratio = load / max_load if max_load > 0 else 1.0
+            mark = Mark(x, y, load, max_load, label, self.caches)
+            self.drawn = ((ratio, key), mark, _circle(mark))
+        return self.drawn
+
+
+def _cell_of(loc: Location) -> Tuple[int, int]:
+    return int((loc.longitude + 180) // MAP_CELL_DEG), int((loc.latitude + 90) // MAP_CELL_DEG)
+
+
+class _Totals:
+    """Summary counts and per-cell map sums of a set of entries; ``add(e, -1)`` takes one away."""
+
+    def __init__(self, tolerance: float) -> None:
+        self.tolerance = tolerance
+        self.caches = self.verified = self.drifting = self.unauthenticated = self.unplaced = 0
+        self.load = self.max_load = 0
+        self.cells: Dict[Tuple[int, int], _Cell] = {}
+        self._owned: Optional[set] = None   # cells this copy may change in place
+
+    def copy(self) -> "_Totals":
+        out = _Totals.__new__(_Totals)
+        out.__dict__.update(self.__dict__)
+        out.cells = dict(self.cells)        # cells are copied on their first change
+        out._owned = set()
+        return out
+
+    def add(self, e: CacheEntry, sign: int) -> None:
+        hb = e.hb
+        load, max_load = _fixed(hb.load), _fixed(hb.max_load)
+        self.caches += sign
+        self.load += sign * load
+        self.max_load += sign * max_load
+        self.verified += sign * e.is_verified
+        self.drifting += sign * hb.drifting(self.tolerance)
+        self.unauthenticated += sign * (not hb.authenticated)
+        loc = e.location
+        if loc is None:
+            self.unplaced += sign
+            return
+        key = _cell_of(loc)
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = _Cell()
+        elif self._owned is not None and key not in self._owned:
+            cell = self.cells[key] = cell.copy()
+        if self._owned is not None:
+            self._owned.add(key)
+        cell.caches += sign
+        cell.lon += sign * _fixed(loc.longitude)
+        cell.lat += sign * _fixed(loc.latitude)
+        cell.load += sign * load
+        cell.max_load += sign * max_load
+        place = _place(e)
+        cell.places[place] += sign
+        if cell.places[place] <= 0:
+            del cell.places[place]
+        if cell.caches <= 0:
+            del self.cells[key]
+
+
+class _Desc:
+    """Reverses the order of a sort key inside a tuple (bisect needs one ascending key)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: "_Desc") -> bool:
+        return bool(other.value < self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and bool(self.value == other.value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _order_key(sort: str, descending: bool) -> Callable[[CacheEntry], tuple]:
+    """The total order ``sorted_entries`` produces, as one ascending key (uuids are unique)."""
+    key = COLUMNS[sort][1]
+    if descending:
+        return lambda e: (_Desc(key(e)), e.hb.hostname, e.uuid)
+    return lambda e: (key(e), e.hb.hostname, e.uuid)
+
+
+class _Order:
+    """One sort order of one version: (key, entry) pairs in ascending key order."""
+
+    def __init__(self, pairs: List[Tuple[tuple, CacheEntry]]) -> None:
+        self.pairs = pairs
+        self._entries: Optional[List[CacheEntry]] = None
+
+    def entries(self) -> List[CacheEntry]:
+        """Every entry in this order (kept: /all asks for it once per version)."""
+        if self._entries is None:
+            self._entries = list(map(operator.itemgetter(1), self.pairs))
+        return self._entries
+
+    @classmethod
+    def build(cls, entries: Sequence[CacheEntry], sort: str, descending: bool) -> "_Order":
+        key = _order_key(sort, descending)
+        return cls([(key(e), e) for e in sorted_entries(entries, PageRequest(1, sort, descending))])
+
+    def derived(self, sort: str, descending: bool, removed: Sequence[CacheEntry],
+                added: Sequence[CacheEntry]) -> "_Order":
+        key = _order_key(sort, descending)
+        pairs = list(self.pairs)
+        for e in removed:
+            i = bisect.bisect_left(pairs, (key(e),))
+            if i >= len(pairs) or pairs[i][1] is not e:  # cannot happen; never serve a wrong order
+                raise LookupError("entry not in its order")
+            del pairs[i]
+        for e in added:
+            bisect.insort(pairs, (key(e), e))
+        return _Order(pairs)
+
+    def slice(self, start: int, stop: int) -> List[CacheEntry]:
+        return [e for _, e in self.pairs[start:stop]]
+
+
+def _changes(old: Sequence[CacheEntry], new: Sequence[CacheEntry]) -> Tuple[List[CacheEntry], List[CacheEntry]]:
+    """What to take away from ``old`` and add to get ``new``, position by position.
+
+    The table keeps a cache in its row until one before it is removed, so two versions differ
+    in few positions; where they differ the old entry goes and the new one comes (an entry
+    that only moved goes and comes back: the sums and orders end up the same). The scan for
+    differing positions runs in C.
+    """
+    different = list(map(operator.is_not, old, new))
+    removed, added = list(old[len(new):]), list(new[len(old):])
+    i = 0
+    while True:
+        try:
+            i = different.index(True, i)
+        except ValueError:
+            break
+        removed.append(old[i])
+        added.append(new[i])
+        i += 1
+    return removed, added
+
+
+class StatusView:
+    """Everything of the page that depends only on one snapshot of the table.
+
+    ``render`` adds what depends on the request and the clock (one page of rows, ages, the
+    consumer state, the refused senders). ``derive`` builds the next snapshot's view from this
+    one in time proportional to what changed (plus one C-speed pass to find it).
+    """
+
+    # Above this share of changed entries, sort orders are rebuilt instead of updated.
+    REBUILD_SHARE = 8
+
+    def __init__(self, entries: Tuple[CacheEntry, ...], totals: _Totals, outline: Optional[WorldOutline],
+                 orders: Dict[Tuple[str, bool], _Order]) -> None:
+        self.entries = entries
+        self.totals = totals
+        self.outline = outline
+        self._orders = orders
+        self._map: Optional[str] = None
+
+    @property
+    def tolerance(self) -> float:
+        return self.totals.tolerance
+
+    @classmethod
+    def build(cls, entries: Tuple[CacheEntry, ...], tolerance: float,
+              outline: Optional[WorldOutline]) -> "StatusView":
+        totals = _Totals(tolerance)
+        for e in entries:
+            totals.add(e, 1)
+        return cls(entries, totals, outline, {})
+
+    def derive(self, entries: Tuple[CacheEntry, ...]) -> "StatusView":
+        """The view of ``entries`` (a later snapshot), reusing this one's work."""
+        if entries is self.entries:
+            return self
+        removed, added = _changes(self.entries, entries)
+        if (len(removed) + len(added)) * self.REBUILD_SHARE > len(entries):
+            return StatusView.build(entries, self.tolerance, self.outline)
+        totals = self.totals.copy()
+        for e in removed:
+            totals.add(e, -1)
+        for e in added:
+            totals.add(e, 1)
+        orders = {(sort, descending): order.derived(sort, descending, removed, added)
+                  for (sort, descending), order in list(self._orders.items())}
+        return StatusView(entries, totals, self.outline, orders)
+
+    def order(self, sort: str, descending: bool) -> _Order:
+        order = self._orders.get((sort, descending))
+        if order is None:
+            order = self._orders[(sort, descending)] = _Order.build(self.entries, sort, descending)
+        return order
+
+    def ordered(self, sort: str = DEFAULT_SORT, descending: bool = False) -> List[CacheEntry]:
+        """Every entry in the page's order (hostname ascending: the order /all lists them in)."""
+        return self.order(sort, descending).entries()
+
+    def map_html(self) -> str:
+        if self._map is None:
+            circles, unplaced = _map_svg(self.entries, self.totals)
+            self._map = render_map_svg(circles, unplaced, len(self.entries), self.outline)
+        return self._map
+
+    def render(self, now: float, request: PageRequest, page_size: int, consumer_connected: bool,
+               refresh: int = REFRESH_SECONDS, refused: Sequence[Refusal] = ()) -> str:
+        entries, totals, drift_tolerance = self.entries, self.totals, self.tolerance
+        pages = max(1, math.ceil(len(entries) / page_size))
+        page = min(request.page, pages)
+        request = dataclasses.replace(request, page=page)
+        shown = self.order(request.sort, request.descending).slice((page - 1) * page_size, page * page_size)
+        total_load, total_max = _unfixed(totals.load), _unfixed(totals.max_load)
+        verified, drifting, unauthenticated = totals.verified, totals.drifting, totals.unauthenticated
+        return _page(entries, now, request, pages, drift_tolerance, consumer_connected, refresh, refused,
+                     shown, total_load, total_max, verified, drifting, unauthenticated, self.map_html())
+
+
+def _page(entries: Sequence[CacheEntry], now: float, request: PageRequest, pages: int, drift_tolerance: float,
+          consumer_connected: bool, refresh: int, refused: Sequence[Refusal], shown: Sequence[CacheEntry],
+          total_load: float, total_max: float, verified: int, drifting: int, unauthenticated: int,
+          map_html: str) -> str:
     percent = f"{100.0 * total_load / total_max:.0f}" if total_max else "0"
     state, state_class = ("connected", "ok") if consumer_connected else ("DISCONNECTED", "bad")
     rows = "\n".join(_row(e, now, drift_tolerance) for e in shown)
@@ -209,7 +480,7 @@ def render_status(entries: Sequence[CacheEntry], now: float, request: PageReques
 <div class="card"><span class="num state {state_class}" id="consumer-state">{state}</span><span class="label">broker consumer</span></div>
 <div class="card"><span class="num" id="refused-count">{len(refused)}</span><span class="label"><a href="#refused">refused senders</a></span></div>
 </section>
-{render_map(entries, outline)}
+{map_html}
 <section class="caches">
 <div class="table-wrap"><table id="caches" data-sort="{_e(request.sort)}" data-order="{'desc' if request.descending else 'asc'}">
 <thead><tr>{_headings(request)}</tr></thead>
@@ -338,47 +609,65 @@ class Mark:
 
 def map_marks(entries: Sequence[CacheEntry]) -> Tuple[List[Mark], int]:
     """Return the marks to draw and how many caches have no location."""
-    located = [(e, e.location) for e in entries if e.location is not None]
-    unplaced = len(entries) - len(located)
-    if len(located) <= MAP_MARK_LIMIT:
+    totals = _Totals(0.0)
+    for e in entries:
+        totals.add(e, 1)
+    return map_marks_of(entries, totals)
+
+
+def map_marks_of(entries: Sequence[CacheEntry], totals: _Totals) -> Tuple[List[Mark], int]:
+    """The marks of ``entries``, whose cell sums ``totals`` holds.
+
+    Up to MAP_MARK_LIMIT located caches, one mark each; above, one per grid cell, at the mean
+    position of its caches, labelled with the place most of them are in (ties: the first name).
+    Marks are drawn least loaded first, so the busiest are on top.
+    """
+    located = totals.caches - totals.unplaced
+    if located <= MAP_MARK_LIMIT:
         marks = []
-        for e, loc in sorted(located, key=lambda pair: pair[0].hb.load / pair[0].hb.max_load):
-            x, y = project(loc.longitude, loc.latitude)   # busiest drawn last, on top
+        pairs = [(e, e.location) for e in entries if e.location is not None]
+        for e, loc in sorted(pairs, key=lambda pair: pair[0].hb.load / pair[0].hb.max_load):
+            x, y = project(loc.longitude, loc.latitude)   # type: ignore[union-attr]
             label = f"{e.hb.hostname} — {_place(e)} — {e.hb.load:.0f} / {e.hb.max_load:.0f} KB/s"
             marks.append(Mark(x, y, e.hb.load, e.hb.max_load, label, 1))
-        return marks, unplaced
-    cells: Dict[Tuple[int, int], List[Tuple[CacheEntry, Location]]] = {}
-    for e, loc in located:
-        cell = (int((loc.longitude + 180) // MAP_CELL_DEG), int((loc.latitude + 90) // MAP_CELL_DEG))
-        cells.setdefault(cell, []).append((e, loc))
-    marks = []
-    for group in cells.values():
-        lon = sum(loc.longitude for _, loc in group) / len(group)
-        lat = sum(loc.latitude for _, loc in group) / len(group)
-        load = sum(e.hb.load for e, _ in group)
-        max_load = sum(e.hb.max_load for e, _ in group)
-        x, y = project(lon, lat)
-        label = f"{len(group)} caches near {_place(group[0][0])} — {load:.0f} / {max_load:.0f} KB/s"
-        marks.append(Mark(x, y, load, max_load, label, len(group)))
-    marks.sort(key=lambda m: m.load / m.max_load)
-    return marks, unplaced
+        return marks, totals.unplaced
+    drawn = sorted((cell.draw(key) for key, cell in totals.cells.items()), key=operator.itemgetter(0))
+    return [mark for _, mark, _ in drawn], totals.unplaced
+
+
+def _map_svg(entries: Sequence[CacheEntry], totals: _Totals) -> Tuple[List[str], int]:
+    """The circles of the map, in drawing order, and the number of unplaced caches."""
+    if totals.caches - totals.unplaced <= MAP_MARK_LIMIT:
+        marks, unplaced = map_marks_of(entries, totals)
+        return [_circle(m) for m in marks], unplaced
+    drawn = sorted((cell.draw(key) for key, cell in totals.cells.items()), key=operator.itemgetter(0))
+    return [svg for _, _, svg in drawn], totals.unplaced
 
 
 def render_map(entries: Sequence[CacheEntry], outline: Optional[WorldOutline]) -> str:
     """Inline SVG: land outline, then one circle per cache sized and coloured by its load."""
-    marks, unplaced = map_marks(entries)
+    return render_map_marks(map_marks(entries), len(entries), outline)
+
+
+def _circle(m: Mark) -> str:
+    ratio = m.load / m.max_load if m.max_load > 0 else 1.0
+    radius = 3.0 + 5.0 * min(1.0, ratio) + (min(4.0, math.log2(m.caches)) if m.caches > 1 else 0.0)
+    return (f'<circle class="mark l{load_level(m.load, m.max_load)}" cx="{m.x:.1f}" cy="{m.y:.1f}" '
+            f'r="{radius:.1f}" data-caches="{m.caches}"><title>{_e(m.label)}</title></circle>')
+
+
+def render_map_marks(marked: Tuple[List[Mark], int], caches: int, outline: Optional[WorldOutline]) -> str:
+    marks, unplaced = marked
+    return render_map_svg([_circle(m) for m in marks], unplaced, caches, outline)
+
+
+def render_map_svg(circles: Sequence[str], unplaced: int, caches: int, outline: Optional[WorldOutline]) -> str:
     height = map_height()
-    circles = []
-    for m in marks:
-        ratio = m.load / m.max_load if m.max_load > 0 else 1.0
-        radius = 3.0 + 5.0 * min(1.0, ratio) + (min(4.0, math.log2(m.caches)) if m.caches > 1 else 0.0)
-        circles.append(f'<circle class="mark l{load_level(m.load, m.max_load)}" cx="{m.x:.1f}" cy="{m.y:.1f}" '
-                       f'r="{radius:.1f}" data-caches="{m.caches}"><title>{_e(m.label)}</title></circle>')
     land = f'<path class="land" d="{outline.path}"/>' if outline is not None else ""
     note = (f'<p class="muted" id="unplaced">{unplaced} cache(s) without a GeoIP location are not on the map.</p>'
             if unplaced else "")
     return (f'<section class="map" aria-label="map of caches"><svg id="map" viewBox="0 0 {MAP_WIDTH} {height:.0f}" '
-            f'role="img" aria-label="world map with {len(entries)} caches">'
+            f'role="img" aria-label="world map with {caches} caches">'
             f'<rect class="sea" width="{MAP_WIDTH}" height="{height:.0f}"/>{land}'
             f'<g id="marks">{"".join(circles)}</g></svg>{note}'
             '<p class="legend"><span class="key l0"></span>&lt;25% <span class="key l1"></span>&lt;60% '
