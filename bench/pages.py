@@ -23,6 +23,8 @@ from shoal_server.config import ServerConfig  # noqa: E402
 from shoal_server.consumer import ConsumerStatus  # noqa: E402
 from shoal_server.geo import Location  # noqa: E402
 from shoal_server.heartbeat import Heartbeat  # noqa: E402
+from shoal_server.render import cache_record, to_json  # noqa: E402
+from shoal_server.statuspage import PageRequest, render_status  # noqa: E402
 from shoal_server.table import CacheTable  # noqa: E402
 from shoal_server.webapp import Shoal  # noqa: E402
 
@@ -65,8 +67,20 @@ def change(shoal: Shoal, n: int) -> None:
     shoal.table.upsert(heartbeat(i, rng.uniform(0, 1000), now), now, shoal._bench_where.get)  # type: ignore
 
 
+def scratch_status(shoal: Shoal) -> str:
+    """The page rendered from nothing (what every request cost before the per-version views)."""
+    return render_status(shoal.table.snapshot(), time.time(), PageRequest(), 100, 60.0, True, shoal.outline)
+
+
+def scratch_all(shoal: Shoal) -> str:
+    entries = sorted(shoal.table.snapshot(), key=lambda e: (e.hb.hostname, e.uuid))
+    return to_json(cache_record(e) for e in entries)
+
+
 def measure(shoal: Shoal, n: int, repeat: int) -> Dict[str, Any]:
     calls = {"status": lambda: shoal.status_page({}),
+             "status_scratch": lambda: scratch_status(shoal),
+             "all_scratch": lambda: scratch_all(shoal),
              "status_page_50": lambda: shoal.status_page({"page": "50", "sort": "load"}),
              "all": lambda: shoal.all(),
              "healthz": lambda: shoal.healthz()}
@@ -91,17 +105,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     sizes = [100, 1000] if args.quick else args.caches
     load = os.getloadavg()[0]
     rows = []
+    reps = 2 if args.quick else max(5, args.repeat)
     for n in sizes:
         shoal = build(n)
-        rows.append(measure(shoal, n, max(5, args.repeat) if not args.quick else 2))
-    print(f"load average at start: {load:.2f}, now {os.getloadavg()[0]:.2f}; medians of {args.repeat}")
-    print("| caches | / steady ms | / first after change ms | /?page=50&sort=load steady | first "
-          "| /all steady ms | /all first ms | /healthz ms |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['caches']:,} | {r['status_steady_ms']:.2f} | {r['status_first_ms']:.2f} "
-              f"| {r['status_page_50_steady_ms']:.2f} | {r['status_page_50_first_ms']:.2f} "
-              f"| {r['all_steady_ms']:.2f} | {r['all_first_ms']:.2f} | {r['healthz_steady_ms']:.3f} |")
+        rows.append(measure(shoal, n, reps))
+    headers = ["caches", "/ steady ms", "/ first after a change ms", "/ from scratch ms",
+               "/?sort=load&page=50 steady", "first after a change", "/all steady ms", "/all first after a change ms",
+               "/all from scratch ms", "/healthz ms"]
+    table_rows = [[r["caches"], r["status_steady_ms"], r["status_first_ms"], r["status_scratch_steady_ms"],
+                   r["status_page_50_steady_ms"], r["status_page_50_first_ms"], r["all_steady_ms"], r["all_first_ms"],
+                   r["all_scratch_steady_ms"], r["healthz_steady_ms"]] for r in rows]
+    markdown = (common.table(headers, table_rows) +
+                f"\n\nIn-process, medians of {reps}; load average {load:.1f} at start, "
+                f"{os.getloadavg()[0]:.1f} at the end (2 cores).")
+    print(markdown)
+    if not args.quick or args.out != common.RESULTS:
+        common.save(args.out, "pages", {"quick": args.quick, "rows": rows,
+                                         "loadavg": [load, os.getloadavg()[0]]}, markdown)
     return 0
 
 

@@ -392,6 +392,7 @@ class StatusView:
         self.outline = outline
         self._orders = orders
         self._map: Optional[str] = None
+        self._circles: Circles = {}   # per-cache circles of the map (also the next version's start)
 
     @property
     def tolerance(self) -> float:
@@ -419,7 +420,9 @@ class StatusView:
             totals.add(e, 1)
         orders = {(sort, descending): order.derived(sort, descending, removed, added)
                   for (sort, descending), order in list(self._orders.items())}
-        return StatusView(entries, totals, self.outline, orders)
+        view = StatusView(entries, totals, self.outline, orders)
+        view._circles = self._circles   # the dict holds its entries, so its ids stay theirs
+        return view
 
     def order(self, sort: str, descending: bool) -> _Order:
         order = self._orders.get((sort, descending))
@@ -433,7 +436,7 @@ class StatusView:
 
     def map_html(self) -> str:
         if self._map is None:
-            circles, unplaced = _map_svg(self.entries, self.totals)
+            circles, unplaced, self._circles = _map_svg(self.entries, self.totals, self._circles)
             self._map = render_map_svg(circles, unplaced, len(self.entries), self.outline)
         return self._map
 
@@ -635,13 +638,30 @@ def map_marks_of(entries: Sequence[CacheEntry], totals: _Totals) -> Tuple[List[M
     return [mark for _, mark, _ in drawn], totals.unplaced
 
 
-def _map_svg(entries: Sequence[CacheEntry], totals: _Totals) -> Tuple[List[str], int]:
-    """The circles of the map, in drawing order, and the number of unplaced caches."""
+# id(entry) -> (entry, its circle): the entry is held, so an id found here is that very entry.
+Circles = Dict[int, Tuple[CacheEntry, str]]
+
+
+def _map_svg(entries: Sequence[CacheEntry], totals: _Totals, known: Circles) -> Tuple[List[str], int, Circles]:
+    """The circles of the map in drawing order, the number of unplaced caches, and the circles of caches.
+
+    One circle per cache (up to MAP_MARK_LIMIT located) is kept per entry in ``known`` (the
+    previous version's) and drawn again only for changed entries.
+    """
     if totals.caches - totals.unplaced <= MAP_MARK_LIMIT:
-        marks, unplaced = map_marks_of(entries, totals)
-        return [_circle(m) for m in marks], unplaced
+        located = sorted((e for e in entries if e.location is not None), key=lambda e: e.hb.load / e.hb.max_load)
+        circles: Circles = {}
+        for e in located:
+            drawn = known.get(id(e))
+            if drawn is None:
+                loc = e.location
+                x, y = project(loc.longitude, loc.latitude)   # type: ignore[union-attr]
+                label = f"{e.hb.hostname} — {_place(e)} — {e.hb.load:.0f} / {e.hb.max_load:.0f} KB/s"
+                drawn = (e, _circle(Mark(x, y, e.hb.load, e.hb.max_load, label, 1)))
+            circles[id(e)] = drawn
+        return [svg for _, svg in circles.values()], totals.unplaced, circles
     drawn = sorted((cell.draw(key) for key, cell in totals.cells.items()), key=operator.itemgetter(0))
-    return [svg for _, _, svg in drawn], totals.unplaced
+    return [svg for _, _, svg in drawn], totals.unplaced, {}
 
 
 def render_map(entries: Sequence[CacheEntry], outline: Optional[WorldOutline]) -> str:

@@ -96,3 +96,15 @@ def test_run_all_rewrites_only_the_marked_blocks(tmp_path):
             for line in text.splitlines() if line.startswith("| ranking in-process")}
     assert rows["ranking in-process, 100,000 caches"] == ["≤ 20 ms", "25.00 ms", "**missed**"]
     assert rows["ranking in-process, 1,000 caches"] == ["≤ 1 ms", "0.200 ms", "met"]
+
+
+def test_pages(tmp_path):
+    # In-process, no broker; no figure. The cached paths answered at every size.
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "pages.py"), "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    with open(tmp_path / "pages.json") as fh:
+        data = json.load(fh)
+    assert data["benchmark"] == "pages" and data["quick"] is True
+    assert [r["caches"] for r in data["rows"]] == [100, 1000]
+    assert all(r["status_first_ms"] > 0 and r["all_first_ms"] > 0 for r in data["rows"])
