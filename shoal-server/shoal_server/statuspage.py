@@ -384,6 +384,8 @@ class StatusView:
 
     # Above this share of changed entries, sort orders are rebuilt instead of updated.
     REBUILD_SHARE = 8
+    # How many sort orders are kept and carried to the next version.
+    KEPT_ORDERS = 4
 
     def __init__(self, entries: Tuple[CacheEntry, ...], totals: _Totals, outline: Optional[WorldOutline],
                  orders: Dict[Tuple[str, bool], _Order]) -> None:
@@ -427,7 +429,13 @@ class StatusView:
     def order(self, sort: str, descending: bool) -> _Order:
         order = self._orders.get((sort, descending))
         if order is None:
-            order = self._orders[(sort, descending)] = _Order.build(self.entries, sort, descending)
+            order = _Order.build(self.entries, sort, descending)
+            # Each kept order costs ~200 bytes per cache: keep the default (also /all's) and the
+            # most recently built others.
+            others = [k for k in list(self._orders) if k != (DEFAULT_SORT, False)]  # list(): one C step
+            for kept in others[:max(0, len(self._orders) - self.KEPT_ORDERS + 1)]:
+                self._orders.pop(kept, None)   # threads may race here: that only rebuilds an order
+            self._orders[(sort, descending)] = order
         return order
 
     def ordered(self, sort: str = DEFAULT_SORT, descending: bool = False) -> List[CacheEntry]:
@@ -660,8 +668,8 @@ def _map_svg(entries: Sequence[CacheEntry], totals: _Totals, known: Circles) -> 
                 drawn = (e, _circle(Mark(x, y, e.hb.load, e.hb.max_load, label, 1)))
             circles[id(e)] = drawn
         return [svg for _, svg in circles.values()], totals.unplaced, circles
-    drawn = sorted((cell.draw(key) for key, cell in totals.cells.items()), key=operator.itemgetter(0))
-    return [svg for _, _, svg in drawn], totals.unplaced, {}
+    cells_drawn = sorted((cell.draw(key) for key, cell in totals.cells.items()), key=operator.itemgetter(0))
+    return [svg for _, _, svg in cells_drawn], totals.unplaced, {}
 
 
 def render_map(entries: Sequence[CacheEntry], outline: Optional[WorldOutline]) -> str:
