@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import operator
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .ranking import Ranked
@@ -93,10 +92,17 @@ class AllBody:
             fragments[i] = self.fragment(ordered[i])
             i += 1
         self._last = (ordered, dict(zip(ids, fragments)))  # type: ignore[arg-type]
-        keys = self._keys
-        if len(keys) < len(ordered):
-            keys = self._keys = [f'"{i}": ' for i in range(max(len(ordered), 2 * len(keys)))]
-        return "{" + ", ".join(map(operator.add, keys, fragments)) + "}"  # type: ignore[arg-type]
+        n = len(ordered)
+        if n == 0:
+            return "{}"
+        keys = self._keys   # '{"0": ', ', "1": ', ...: the separators go with the keys
+        if len(keys) < n:
+            keys = self._keys = ['{"0": '] + [f', "{i}": ' for i in range(1, max(n, 2 * len(keys)))]
+        parts: List[Optional[str]] = [None] * (2 * n + 1)
+        parts[0:2 * n:2] = keys[:n]        # slice assignments and one join: C-speed, one copy of the body
+        parts[1:2 * n:2] = fragments
+        parts[2 * n] = "}"
+        return "".join(parts)  # type: ignore[arg-type]
 
 
 def ranked_json(ranked: Sequence[Ranked], verification: bool = False, client_ip: Optional[str] = None,
