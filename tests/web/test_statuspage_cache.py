@@ -6,8 +6,6 @@ expiries came before, the bytes served must be those a render from scratch gives
 """
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -131,4 +129,3 @@ def test_a_view_is_reused_until_the_table_changes():
     assert shoal.view() is view and shoal.all()[2] is shoal.all()[2]
     table.upsert(heartbeat(1, 20.0, 0.0, 0, True), NOW, locate)
     assert shoal.view() is not view
-    assert dataclasses.replace(PageRequest(), page=1) == PageRequest()
