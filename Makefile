@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: $(wildcard shoal-*/pyproject.toml shoal-*/setup.cfg) requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e './shoal-server[geolite2]' -e ./shoal-agent -e ./shoal-client -r requirements-test.txt
+	$(PY) -m pip install -q -e './shoal-server[geolite2,legacy-geoip]' -e ./shoal-agent -e ./shoal-client -r requirements-test.txt
 	touch $@
 
 venv: $(VENV)/.installed
