@@ -19,10 +19,16 @@ def fast_address(text):
         return "bad"
 
 
+# The special-purpose ranges some Python versions call global; the shared rule refuses them too.
+_STRICTER = tuple(ipaddress.ip_network(n) for n in ("192.0.0.0/24", "2001::/23", "2002::/16", "3fff::/20"))
+
+
 def reference_is_global_unicast(text):
     addr = _ip_or_none(text)
-    return (addr is not None and addr.is_global and not addr.is_multicast
-            and getattr(addr, "ipv4_mapped", None) is None)
+    if addr is None or (addr.version == 6 and addr not in ipaddress.ip_network("2000::/3")):
+        return False
+    return (addr.is_global and not addr.is_multicast and getattr(addr, "ipv4_mapped", None) is None
+            and not any(addr in net for net in _STRICTER if net.version == addr.version))
 
 
 octet = st.one_of(st.integers(0, 300).map(str), st.sampled_from(["00", "01", "007", "255", "256", "", "1e1", "١"]))
