@@ -52,7 +52,6 @@ class Agent:
         self._monotonic = monotonic
         self._problem: Optional[str] = None     # the last reason a heartbeat was not built
         self._load_problem: Optional[str] = None
-        self._routed = True
         self.sent = 0
         self._restore_load_state()
 
@@ -134,15 +133,12 @@ class Agent:
             self._note_problem(str(err))
             return False
         self._note_problem(None)
-        routed = self.publisher.publish(body, self.config.expiration_ms)
-        if routed != self._routed:
-            if routed:
-                logger.info("a server queue is bound to exchange %s again", self.config.rabbitmq.amqp_exchange)
-            else:
-                logger.warning("broker %s accepts heartbeats but no server queue is bound to exchange %s; "
-                               "is shoal-server running and using the same exchange?",
-                               self.publisher.broker, self.config.rabbitmq.amqp_exchange)
-            self._routed = routed
+        if not self.publisher.publish(body, self.config.expiration_ms):
+            # Not a success: no server hears it. It counts as a failed attempt (backoff, outage log)
+            # after the publisher tried every broker of amqp_servers.
+            raise PublishError(f"brokers confirmed the heartbeat but no server queue is bound to exchange "
+                               f"{self.config.rabbitmq.amqp_exchange} (is shoal-server running and using "
+                               f"the same exchange and cluster?)")
         self.sent += 1
         return True
 
@@ -259,6 +255,12 @@ def retry_cap(interval: float) -> float:
     normal operation does, and entries are fresh again within about one interval of a recovery.
     """
     return max(BACKOFF_INITIAL, min(BACKOFF_CAP, interval))
+
+
+def confirm_timeout(settings_timeout: float, interval: float) -> float:
+    """How long a heartbeat may wait for its confirm: well under the interval, so one hung node never
+    makes an agent skip beats (at most a third of it, at least 1 s, at most the broker reply timeout)."""
+    return min(settings_timeout, max(1.0, interval / 3.0))
 
 
 def make_load_source(config: AgentConfig) -> LoadSource:

@@ -19,7 +19,7 @@ from typing import List, Optional, TextIO
 
 from . import __version__
 from .addresses import NoUsableAddress
-from .agent import Agent
+from .agent import Agent, confirm_timeout
 from .config import AgentConfig, ConfigError, load_config, locate_config
 from .heartbeat import encode
 from .identity import StateDirError, default_state_dirs, load_or_create_uuid, new_uuid, read_uuid, resolve_state_dir
@@ -101,7 +101,9 @@ def build_agent(config: AgentConfig, dry_run: bool, err: TextIO) -> Agent:
     except OSError as error:
         raise ConfigError(config.path, "general", "state_dir", str(error)) from None
     try:
-        publisher = Publisher(config.rabbitmq, client_name=f"shoal-agent {uuid}")
+        publisher = Publisher(config.rabbitmq, client_name=f"shoal-agent {uuid}",
+                              confirm_timeout=confirm_timeout(config.rabbitmq.reply_timeout(),
+                                                              config.general.interval))
     except (OSError, ValueError, ssl.SSLError) as error:
         raise ConfigError(config.path, "rabbitmq", "amqp_client_cert", f"cannot read the certificate: {error}") \
             from None

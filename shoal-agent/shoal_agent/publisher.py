@@ -16,7 +16,8 @@ import pika
 import pika.exceptions
 
 from . import __version__
-from .amqp import CONTENT_TYPE, ROUTING_KEY, RabbitSettings, authenticated_user, connection_params, declare_exchange
+from .amqp import (BROKER_ERRORS, CONTENT_TYPE, ROUTING_KEY, Deadline, RabbitSettings, authenticated_user,
+                   connection_params, declare_exchange)
 
 logger = logging.getLogger(__name__)
 
@@ -68,18 +69,30 @@ def describe(err: BaseException) -> str:
 
 
 class Publisher:
-    """One broker connection at a time; ``publish`` connects (or reconnects once) on demand."""
+    """One broker connection at a time; ``publish`` connects (or fails over once) on demand.
+
+    Every way a broker fails ends in the next broker of ``amqp_servers``: refused or reset
+    connections, TLS errors, a hung handshake (pika's AMQPConnectorStackTimeout), a hung channel
+    or a confirm that never comes (``confirm_timeout``, well under the interval: a queue on a
+    paused node must not stall the agent), and a heartbeat that no queue took (the broker is cut
+    off from the servers, e.g. the minority side of a partition). After ``failback_interval`` s
+    on another broker the first one is tried again, so a fleet spreads back when it returns.
+    """
 
     def __init__(self, settings: RabbitSettings, client_name: str = "shoal-agent",
                  connect: Callable[[pika.ConnectionParameters], pika.BlockingConnection] = pika.BlockingConnection,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, confirm_timeout: Optional[float] = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.brokers: List[Tuple[str, int]] = settings.brokers()
         self.client_name = client_name
         self.user_id = authenticated_user(settings)
+        self.confirm_timeout = settings.reply_timeout() if confirm_timeout is None else confirm_timeout
         self._connect = connect
         self._clock = clock
+        self._monotonic = monotonic
         self._index = 0
+        self._connected_at = 0.0
         self._connection: Optional[pika.BlockingConnection] = None
         self._channel: Optional[pika.adapters.blocking_connection.BlockingChannel] = None
 
@@ -90,34 +103,47 @@ class Publisher:
 
     @property
     def broker(self) -> str:
-        host, port = self.brokers[self._index]
+        return self._name(self._index)
+
+    def _name(self, index: int) -> str:
+        host, port = self.brokers[index]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    def connect(self) -> None:
-        """Open a connection to the first broker that answers, starting with the last good one."""
+    def connect(self, start: Optional[int] = None) -> None:
+        """Open a connection to the first broker that answers, walking from ``start`` (default: the last good one)."""
         self.close()
+        first = self._index if start is None else start % len(self.brokers)
         reasons = []
         for step in range(len(self.brokers)):
-            index = (self._index + step) % len(self.brokers)
+            index = (first + step) % len(self.brokers)
             host, port = self.brokers[index]
             try:
-                self._open(host, port)
-            except (pika.exceptions.AMQPError, OSError, ValueError) as err:
-                self.close()
-                reasons.append(f"{host}:{port} {describe(err)}")
+                self._connection, self._channel = self._open(host, port)
+            except (*BROKER_ERRORS, ValueError) as err:
+                reasons.append(f"{self._name(index)} {describe(err)}")
                 continue
             self._index = index
+            self._connected_at = self._monotonic()
             logger.info("connected to AMQP broker %s as %s (exchange %s)", self.broker, self.user_id,
                         self.settings.amqp_exchange)
             return
         raise PublishError("; ".join(reasons))
 
-    def _open(self, host: str, port: int) -> None:
+    def _open(self, host: str, port: int) -> Tuple[pika.BlockingConnection,
+                                                   "pika.adapters.blocking_connection.BlockingChannel"]:
         params = connection_params(self.settings, host, port)
         params.client_properties = {"connection_name": self.client_name, "product": "shoal-agent",
                                     "version": __version__}
-        self._connection = self._connect(params)
-        channel = self._connection.channel()
+        connection = self._connect(params)
+        try:
+            with Deadline(connection, self.confirm_timeout, "the channel setup"):
+                return connection, self._setup(connection)
+        except BaseException:
+            _close(connection, self.confirm_timeout)
+            raise
+
+    def _setup(self, connection: pika.BlockingConnection) -> "pika.adapters.blocking_connection.BlockingChannel":
+        channel = connection.channel()
         try:
             declare_exchange(channel, self.settings.amqp_exchange)
         except pika.exceptions.ChannelClosedByBroker as err:
@@ -125,41 +151,81 @@ class Publisher:
                 raise
             # A broker that lets agents only write to the exchange refuses to (re)declare it;
             # checking that it exists is then all an agent may and needs to do.
-            channel = self._connection.channel()
+            channel = connection.channel()
             channel.exchange_declare(exchange=self.settings.amqp_exchange, passive=True)
             logger.info("exchange %s exists (this user may publish to it but not declare it)",
                         self.settings.amqp_exchange)
         channel.confirm_delivery()
-        self._channel = channel
+        return channel
 
     def publish(self, body: bytes, expiration: str) -> bool:
-        """Publish one heartbeat and wait for the broker's confirm.
+        """Publish one heartbeat and wait (at most ``confirm_timeout``) for the broker's confirm.
 
-        Returns False when the broker confirmed it but no queue was bound (no server is consuming);
-        raises PublishError when no broker took it.
+        A failure of the current broker moves on to the next ones at once. Returns False when
+        brokers confirmed it but on none of them was a server queue bound; raises PublishError
+        when no broker took it.
         """
         if not self.connected:
             self.connect()
-        try:
-            return self._publish(body, expiration)
-        except PublishError:
-            raise
-        except (pika.exceptions.AMQPError, OSError) as err:
-            # A connection that died while idle costs one immediate reconnect, not a backoff.
-            logger.info("AMQP connection to %s lost (%s); reconnecting", self.broker, describe(err))
-            self.connect()
+        elif self._failback_due():
+            self._failback()
+        unrouted = []
+        for _ in range(len(self.brokers)):
             try:
-                return self._publish(body, expiration)
-            except (pika.exceptions.AMQPError, OSError) as again:
-                self.close()
-                raise PublishError(f"{self.broker} {describe(again)}") from None
+                routed = self._publish(body, expiration)
+            except (*BROKER_ERRORS, PublishError) as err:
+                # A connection that died while idle costs one immediate failover, not a backoff.
+                reason = str(err) if isinstance(err, PublishError) else f"{self.broker} {describe(err)}"
+                logger.info("AMQP broker %s failed (%s); trying the next", self.broker, reason)
+                self._next_broker()
+                try:
+                    routed = self._publish(body, expiration)
+                except (*BROKER_ERRORS, PublishError) as again:
+                    broker = self.broker
+                    self.close()
+                    raise PublishError(str(again) if isinstance(again, PublishError)
+                                       else f"{broker} {describe(again)}") from None
+            if routed or len(self.brokers) == 1:
+                return routed
+            # Confirmed but no queue took it: this broker is cut off from every server (the
+            # minority side of a partition, or a node whose queues are gone); try the others.
+            unrouted.append(self.broker)
+            if len(unrouted) == len(self.brokers):
+                break
+            logger.info("AMQP broker %s has no server queue bound; trying the next", self.broker)
+            self._next_broker()
+        return False
+
+    def _next_broker(self) -> None:
+        """Connect to the brokers after the current one (the current one last); raises PublishError."""
+        self.connect(start=self._index + 1)
+
+    def _failback_due(self) -> bool:
+        interval = self.settings.failback_interval
+        return self._index != 0 and interval > 0 and self._monotonic() - self._connected_at >= interval
+
+    def _failback(self) -> None:
+        """Move back to the first broker of ``amqp_servers`` if it answers; else stay (and retry later)."""
+        self._connected_at = self._monotonic()
+        host, port = self.brokers[0]
+        try:
+            connection, channel = self._open(host, port)
+        except (*BROKER_ERRORS, ValueError) as err:
+            logger.debug("preferred broker %s still unusable (%s)", self._name(0), describe(err))
+            return
+        left = self.broker
+        self.close()
+        self._connection, self._channel, self._index = connection, channel, 0
+        logger.info("moved back from AMQP broker %s to the preferred %s", left, self.broker)
 
     def _publish(self, body: bytes, expiration: str) -> bool:
-        assert self._channel is not None
+        assert self._channel is not None and self._connection is not None
         properties = pika.BasicProperties(content_type=CONTENT_TYPE, user_id=self.user_id, expiration=expiration,
                                           timestamp=int(self._clock()), app_id="shoal-agent", delivery_mode=1)
         try:
-            self._channel.basic_publish(self.settings.amqp_exchange, ROUTING_KEY, body, properties, mandatory=True)
+            with Deadline(self._connection, self.confirm_timeout, "the publisher confirm"):
+                self._channel.basic_publish(self.settings.amqp_exchange, ROUTING_KEY, body, properties,
+                                            mandatory=True)
         except pika.exceptions.UnroutableError:
             return False
         except pika.exceptions.NackError:
@@ -177,7 +243,7 @@ class Publisher:
             return
         try:
             self._connection.process_data_events(time_limit=seconds)
-        except (pika.exceptions.AMQPError, OSError) as err:
+        except BROKER_ERRORS as err:
             broker = self.broker
             self.close()
             raise PublishError(f"{broker} {describe(err)}") from None
@@ -185,8 +251,16 @@ class Publisher:
     def close(self) -> None:
         """Close the connection if one is open; never raises."""
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except (pika.exceptions.AMQPError, OSError):
-                pass
+        if connection is not None:
+            _close(connection, self.confirm_timeout)
+
+
+def _close(connection: pika.BlockingConnection, timeout: float) -> None:
+    """Close a connection without waiting longer than ``timeout`` for a hung broker's close-ok."""
+    if not connection.is_open:
+        return
+    try:
+        with Deadline(connection, timeout, "connection.close"):
+            connection.close()
+    except BROKER_ERRORS:
+        pass

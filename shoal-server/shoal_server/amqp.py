@@ -12,6 +12,7 @@ import ssl
 from typing import List, Tuple
 
 import pika
+import pika.adapters.utils.connection_workflow
 import pika.credentials
 import pika.exceptions
 
@@ -26,6 +27,51 @@ EXCHANGE_DURABLE = False
 EXCHANGE_AUTO_DELETE = False
 ROUTING_KEY = "info"
 CONTENT_TYPE = "application/json"
+
+# Every way opening or using a broker connection fails. pika's connection workflow raises
+# AMQPConnectorStackTimeout (a hung handshake: the node accepts TCP and never answers) and its
+# siblings, which are neither AMQPError nor OSError; an ``except`` that misses them ends in a
+# traceback and a retry of the same hung broker forever. ssl.SSLError is an OSError.
+BROKER_ERRORS = (pika.exceptions.AMQPError, pika.adapters.utils.connection_workflow.AMQPConnectorException,
+                 OSError)
+
+
+class DeadlineExceeded(pika.exceptions.AMQPConnectionError):
+    """A broker did not answer in time (a confirm, a channel open, a declare); the connection is dropped."""
+
+
+class Deadline:
+    """Drop ``connection`` if the block does not finish within ``seconds``.
+
+    pika's BlockingConnection waits without limit for a publisher confirm or an RPC reply; a
+    node that is paused (SIGSTOP, a frozen VM) or a queue on such a node keeps the TCP
+    connection alive and never answers. The timer runs inside pika's own I/O loop (where it
+    processes the blocking wait) and terminates the stream, exactly as pika's AMQP heartbeat
+    checker does, so the waiting call raises DeadlineExceeded instead of hanging.
+    """
+
+    def __init__(self, connection: pika.BlockingConnection, seconds: float, what: str) -> None:
+        self._connection, self._seconds, self._what = connection, seconds, what
+        self._timer: object = None
+        self.expired = False
+
+    def __enter__(self) -> "Deadline":
+        if self._seconds > 0:
+            self._timer = self._connection._impl.ioloop.call_later(self._seconds, self._expire)
+        return self
+
+    def _expire(self) -> None:
+        self.expired = True
+        impl = self._connection._impl
+        if not impl.is_closed:
+            impl._terminate_stream(DeadlineExceeded(f"no answer to {self._what} within {self._seconds:g} s"))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None and not self.expired:
+            try:
+                self._connection._impl.ioloop.remove_timeout(self._timer)
+            except (AttributeError, ValueError, KeyError):
+                pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +92,16 @@ class RabbitSettings:
     amqp_password: str = "guest"
     heartbeat: int = setting(30, to_int(0, 3600))
     connect_timeout: float = 10.0
+    # Seconds to wait for a publisher confirm or a broker reply before the connection counts
+    # as failed and the next broker of amqp_servers is tried; 0: connect_timeout (the agent
+    # also keeps it under a third of its interval).
+    confirm_timeout: float = 0.0
+    # Seconds on a broker other than the first of amqp_servers before trying the first again
+    # (spreading back after a failover); 0 never moves back.
+    failback_interval: float = 60.0
+
+    def reply_timeout(self) -> float:
+        return self.confirm_timeout if self.confirm_timeout > 0 else self.connect_timeout
 
     def brokers(self) -> List[Tuple[str, int]]:
         """Return the brokers to try in order: ``amqp_servers`` if set, else the single URL."""
@@ -196,7 +252,8 @@ def connection_params(settings: RabbitSettings, host: str, port: int) -> pika.Co
         heartbeat=settings.heartbeat,
         blocked_connection_timeout=settings.connect_timeout * 3,
         socket_timeout=settings.connect_timeout,
-        stack_timeout=settings.connect_timeout * 2,
+        # A hung handshake costs one connect_timeout per broker before the next is tried.
+        stack_timeout=settings.connect_timeout,
         connection_attempts=1,
     )
 
