@@ -17,7 +17,7 @@ import pika.exceptions
 
 from . import __version__
 from .amqp import (BROKER_ERRORS, CONTENT_TYPE, ROUTING_KEY, Deadline, RabbitSettings, authenticated_user,
-                   connection_params, declare_exchange)
+                   close_quietly, connection_params, declare_exchange)
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Publisher:
             with Deadline(connection, self.confirm_timeout, "the channel setup"):
                 return connection, self._setup(connection)
         except BaseException:
-            _close(connection, self.confirm_timeout)
+            close_quietly(connection, self.confirm_timeout)
             raise
 
     def _setup(self, connection: pika.BlockingConnection) -> "pika.adapters.blocking_connection.BlockingChannel":
@@ -252,15 +252,6 @@ class Publisher:
         """Close the connection if one is open; never raises."""
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None:
-            _close(connection, self.confirm_timeout)
+            close_quietly(connection, self.confirm_timeout)
 
 
-def _close(connection: pika.BlockingConnection, timeout: float) -> None:
-    """Close a connection without waiting longer than ``timeout`` for a hung broker's close-ok."""
-    if not connection.is_open:
-        return
-    try:
-        with Deadline(connection, timeout, "connection.close"):
-            connection.close()
-    except BROKER_ERRORS:
-        pass

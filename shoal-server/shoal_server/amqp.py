@@ -232,6 +232,17 @@ def make_ssl_context(ca_cert: str, client_cert: str = "", client_key: str = "") 
     return context
 
 
+def close_quietly(connection: pika.BlockingConnection, timeout: float) -> None:
+    """Close a connection without waiting longer than ``timeout`` for a hung broker's close-ok; never raises."""
+    if not connection.is_open:
+        return
+    try:
+        with Deadline(connection, timeout, "connection.close"):
+            connection.close()
+    except BROKER_ERRORS:
+        pass
+
+
 def connection_params(settings: RabbitSettings, host: str, port: int) -> pika.ConnectionParameters:
     """Build pika parameters for one broker; TLS and EXTERNAL auth follow ``settings``."""
     credentials: pika.credentials.VALID_TYPES

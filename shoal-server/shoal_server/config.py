@@ -62,10 +62,16 @@ class CacheSettings:
     # Caches costing at most this much more than the best of their run (or at the same site) are
     # equally good: one `|` group for shoal-client, rotated per client in /wpad.dat (grouping.py).
     cache_group_margin: float = setting(0.02, to_float(0.0, 1.0))
+    # How long expiry waits while no heartbeat at all arrives (a cluster-wide stall looks like
+    # every cache dying at once) before it believes the silence; 0: 4 x cache_inactive_time.
+    cache_silence_hold: float = setting(0.0, to_float(0, 7 * 86400))
 
     def window(self) -> float:
         """The stale/future window in seconds."""
         return self.heartbeat_window or self.cache_inactive_time
+
+    def silence_hold(self) -> float:
+        return self.cache_silence_hold or 4 * self.cache_inactive_time
 
 
 def _auto_bool(text: str) -> Optional[bool]:

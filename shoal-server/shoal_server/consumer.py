@@ -11,7 +11,7 @@ from typing import Callable, Counter, Dict, Optional, Tuple
 import pika
 import pika.exceptions
 
-from .amqp import RabbitSettings, connection_params, declare_exchange
+from .amqp import BROKER_ERRORS, Deadline, RabbitSettings, close_quietly, connection_params, declare_exchange
 from .geo import GeoLocator
 from .heartbeat import Heartbeat, InvalidHeartbeat, Limits, Sender, parse_heartbeat, sender_of
 from .refused import RefusedSenders
@@ -36,6 +36,7 @@ class ConsumerStatus:
         self.connected = False
         self.changed_at = clock()
         self.broker = ""
+        self.last_heard: Optional[float] = None   # when the broker last delivered any message
         self.accepted = 0
         self.dropped: Counter[str] = collections.Counter()
         self.repaired: Counter[str] = collections.Counter()
@@ -50,6 +51,7 @@ class ConsumerStatus:
     def count(self, reason: Optional[str], repairs: Tuple[str, ...] = ()) -> None:
         """Count one message: accepted (``reason`` None, with the repairs it needed) or dropped."""
         with self._lock:
+            self.last_heard = self._clock()
             if reason is None:
                 self.accepted += 1
                 for repair in repairs:
@@ -61,6 +63,11 @@ class ConsumerStatus:
         """Return (connected, when that last changed), read together."""
         with self._lock:
             return self.connected, self.changed_at
+
+    def heard_at(self) -> Optional[float]:
+        """When the broker last delivered a message (accepted or not); None if never."""
+        with self._lock:
+            return self.last_heard
 
     def disconnected_for(self) -> float:
         """Seconds since the consumer lost (or never had) its connection; 0 while connected."""
@@ -184,14 +191,22 @@ class Consumer:
         self._pending_count = 0
 
     def run(self) -> None:
-        """Consume until ``stop`` is set; every broker failure ends in a capped, jittered retry."""
+        """Consume until ``stop`` is set; every broker failure ends in a capped, jittered retry.
+
+        A failure moves on to the next broker of ``amqp_servers``; after ``failback_interval`` s
+        on another one the consumer moves back to the first when it answers, so servers that
+        list different first brokers keep their queues on different nodes.
+        """
         first_delay = delay = min(1.0, self._backoff_cap)
         brokers = self._settings.brokers()
         index = 0
         while not self._stop.is_set():
             host, port = brokers[index % len(brokers)]
             try:
-                self._consume(host, port)
+                self._consume(host, port, preferred=brokers[0] if index % len(brokers) else None)
+            except _FailBack:
+                index, delay = 0, first_delay
+                continue
             except LOGIN_REFUSED as err:
                 # Not a passing outage but a configuration fault that stops all consumption: it must
                 # show at ERROR, the level upstream's sample config (logging_level = ERROR) keeps.
@@ -199,7 +214,7 @@ class Consumer:
                                       "check [rabbitmq] amqp_username/amqp_password or the certificate; "
                                       "retrying in %.1f s", host, port, _login_name(self._settings),
                                       _describe(err), delay)
-            except (pika.exceptions.AMQPError, OSError) as err:
+            except BROKER_ERRORS as err:
                 if self._status.connected:  # a working connection broke: start the backoff afresh
                     delay = first_delay
                 self._retry_log.warning("unavailable", "AMQP broker %s:%s unavailable (%s); retrying in %.1f s",
@@ -213,28 +228,48 @@ class Consumer:
                 break
             delay = min(delay * 2, self._backoff_cap)
 
-    def _consume(self, host: str, port: int) -> None:
+    def _consume(self, host: str, port: int, preferred: Optional[Tuple[str, int]] = None) -> None:
         self._pending_count = 0
         connection = pika.BlockingConnection(connection_params(self._settings, host, port))
         try:
-            channel = connection.channel()
-            declare_exchange(channel, self._settings.amqp_exchange)
-            queue = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
-            channel.queue_bind(queue=queue, exchange=self._settings.amqp_exchange, routing_key="#")
-            channel.basic_qos(prefetch_count=PREFETCH)
-            channel.basic_consume(queue=queue, on_message_callback=self._on_message)
+            with Deadline(connection, self._settings.reply_timeout(), "the queue setup"):
+                channel = connection.channel()
+                declare_exchange(channel, self._settings.amqp_exchange)
+                queue = channel.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
+                channel.queue_bind(queue=queue, exchange=self._settings.amqp_exchange, routing_key="#")
+                channel.basic_qos(prefetch_count=PREFETCH)
+                channel.basic_consume(queue=queue, on_message_callback=self._on_message)
             self._status.set_connected(True, f"{host}:{port}")
             logger.info("consuming heartbeats from %s:%s (queue %s)", host, port, queue)
+            failback = self._settings.failback_interval
+            next_probe = time.monotonic() + failback
             while not self._stop.is_set():
                 connection.process_data_events(time_limit=0.25)
                 self._flush(channel)
+                if preferred is not None and failback > 0 and time.monotonic() >= next_probe:
+                    if self._answers(*preferred):
+                        logger.info("moving back from AMQP broker %s:%s to the preferred %s:%s",
+                                    host, port, *preferred)
+                        raise _FailBack()
+                    next_probe = time.monotonic() + failback
             self._flush(channel)
         finally:
-            if connection.is_open:
-                try:
-                    connection.close()
-                except (pika.exceptions.AMQPError, OSError):
-                    pass
+            close_quietly(connection, self._settings.reply_timeout())
+
+    def _answers(self, host: str, port: int) -> bool:
+        """True when ``host:port`` completes an AMQP handshake and opens a channel."""
+        try:
+            probe = pika.BlockingConnection(connection_params(self._settings, host, port))
+        except BROKER_ERRORS:
+            return False
+        try:
+            with Deadline(probe, self._settings.reply_timeout(), "the probe channel"):
+                probe.channel()
+            return True
+        except BROKER_ERRORS:
+            return False
+        finally:
+            close_quietly(probe, self._settings.reply_timeout())
 
     def _on_message(self, channel: "pika.adapters.blocking_connection.BlockingChannel",
                     method: pika.spec.Basic.Deliver, properties: pika.BasicProperties, body: bytes) -> None:
@@ -248,6 +283,10 @@ class Consumer:
         if self._pending_count and channel.is_open:
             channel.basic_ack(delivery_tag=self._pending_tag, multiple=True)
         self._pending_count = 0
+
+
+class _FailBack(Exception):
+    """The preferred broker answers again: leave the current one for it."""
 
 
 def _login_name(settings: RabbitSettings) -> str:

@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 from .config import ServerConfig
 from .consumer import Consumer, ConsumerStatus, HeartbeatSink, RateLimit
 from .geo import GeoLocator, WatchedLocator
+from .health import Health, assess_health, flow_window
 from .heartbeat import Heartbeat, InvalidHeartbeat, Limits
 from .policy import build_policy
 from .snapshot import Snapshots
@@ -60,13 +61,15 @@ class ShoalService:
                                   rate_limit=rate_limit)
         self.snapshots = Snapshots(config.general.state_dir, config.rabbitmq.amqp_exchange, self.limits,
                                    cache.cache_inactive_time)
-        self._expiry_paused = False
+        self._expiry_paused: Optional[str] = None
+        self._flow_since: Optional[float] = None    # when heartbeats started flowing again
+        self._started_at = clock()
         self.stop_event = threading.Event()
         self.verifier = build_verifier(config, self.table, self.stop_event)
         self._threads: List[threading.Thread] = []
         self._started = False
         self._lock = threading.Lock()
-        self.app = create_app(self.table, self.locator, config, self.status, clock)
+        self.app = create_app(self.table, self.locator, config, self.status, clock, health=self.health)
         self._wsgi = self.app.wsgifunc()
 
     def wsgi(self) -> Callable:
@@ -114,21 +117,36 @@ class ShoalService:
             self.purge()
 
     def purge(self) -> List[str]:
-        """Drop caches outside their grants, and caches silent too long (unless a broker outage explains it)."""
+        """Drop caches outside their grants, and caches silent too long (unless the broker explains the silence).
+
+        The broker explains it while the consumer is disconnected, and while no heartbeat at all
+        arrives though connected (a paused node holding every agent's confirm, a cut-off node):
+        N caches falling silent at the same moment is a broker fault, not N deaths. Either way
+        every cache gets a full inactive time counted from when heartbeats flow again.
+        """
         ungranted = self.recheck_grants()   # whatever the broker's state: never served outside its grant
         now = self.clock()
-        inactive = self.config.cache.cache_inactive_time
+        cache = self.config.cache
+        inactive = cache.cache_inactive_time
         connected, since = self.status.connection_state()
-        if not expiry_allowed(connected, since, now, inactive):
-            if not self._expiry_paused:
-                logger.log(logging.INFO if connected else logging.WARNING,
-                           "consumer %s: cache expiry waits until it has been connected for %.0f s",
-                           "connected recently" if connected else "disconnected", inactive)
-            self._expiry_paused = True
+        heard = self.status.heard_at()
+        flowing = heard is not None and now - heard <= flow_window(inactive)
+        if not flowing:
+            self._flow_since = None
+        elif self._flow_since is None:
+            self._flow_since = now
+        wait = expiry_wait(connected, since, self._flow_since, now, inactive,
+                           silent_for=now - (heard if heard is not None else self._started_at),
+                           hold=cache.silence_hold())
+        if wait is not None:
+            if wait != self._expiry_paused:
+                logger.log(logging.INFO if wait == "connected recently" else logging.WARNING,
+                           "cache expiry waits: %s", wait)
+            self._expiry_paused = wait
             return ungranted
         if self._expiry_paused:
             logger.info("cache expiry resumed")
-            self._expiry_paused = False
+            self._expiry_paused = None
         gone = self.table.expire(now, inactive)
         if gone:
             logger.info("purged %d inactive cache(s): %s", len(gone), ", ".join(gone[:10]))
@@ -147,6 +165,15 @@ class ShoalService:
         if gone:
             logger.warning("removed %d cache(s) the new grants do not cover: %s", len(gone), ", ".join(gone[:10]))
         return gone
+
+    def health(self) -> Health:
+        """What a balancer should know: is this server serving a good, a stale or no useful table?"""
+        now = self.clock()
+        inactive = self.config.cache.cache_inactive_time
+        heard = self.status.heard_at()
+        return assess_health(len(self.table), self.status.disconnected_for(), inactive,
+                             silent_for=None if heard is None else now - heard,
+                             overdue=self.table.silent_count(now, inactive))
 
     def restore(self) -> int:
         """Load the table snapshot from ``state_dir`` (if any), so the first answers are not empty."""
@@ -194,6 +221,25 @@ def expiry_allowed(connected: bool, since: float, now: float, grace: float) -> b
     from the reconnection, i.e. the outage is not held against it.
     """
     return connected and now - since >= grace
+
+
+def expiry_wait(connected: bool, since: float, flow_since: Optional[float], now: float, grace: float,
+                silent_for: float, hold: float) -> Optional[str]:
+    """Why expiry must wait now, or None when caches silent for ``grace`` may go.
+
+    It waits while disconnected, for ``grace`` after a reconnection, and while no heartbeat
+    flows (and for ``grace`` after they flow again) -- but a total silence of ``hold`` seconds
+    while connected is believed: every cache is then really gone.
+    """
+    if not expiry_allowed(connected, since, now, grace):
+        return "consumer disconnected" if not connected else "connected recently"
+    if flow_since is None:
+        if silent_for >= hold:
+            return None
+        return "no heartbeat arrives from any cache (broker stall?)"
+    if now - flow_since < grace:
+        return "connected recently" if now - since < grace + 1 else "heartbeats flow again, recently"
+    return None
 
 
 def reconnect_cap(inactive_time: float) -> float:

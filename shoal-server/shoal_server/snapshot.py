@@ -21,6 +21,9 @@ from .table import CacheEntry, Locate
 logger = logging.getLogger(__name__)
 
 FORMAT = "shoal-server-table"
+# A snapshot written longer ago than this is ignored (the server was down for over a day: the
+# deployment may have changed entirely). Younger ones are used whatever the inactive time.
+MAX_DOWNTIME = 86400.0
 VERSION = 1
 FILENAME = "table.json"
 
@@ -58,11 +61,16 @@ def encode(entries: Iterable[CacheEntry], now: float, exchange: str) -> bytes:
 
 def decode(data: bytes, now: float, max_age: float, exchange: str, limits: Limits,
            locate: Locate, admit: Admit = None) -> Tuple[List[CacheEntry], int]:
-    """Return (entries still younger than ``max_age``, number of unusable records).
+    """Return (entries that were alive when the snapshot was written, number of unusable records).
 
-    Raises SnapshotError when the file as a whole must be ignored. Records that fail
-    validation or ``admit`` (the live policy, which may have changed since) are skipped and
-    counted; expired ones are dropped silently.
+    An entry counts as alive when it was silent for at most ``max_age`` (the inactive time) at
+    the moment the file was written. The server's own downtime is not held against a cache --
+    no heartbeat could be heard -- so after a downtime longer than the inactive time the entries
+    are still restored and answer (marked stale in /healthz) until fresh heartbeats arrive;
+    the purge then drops those not refreshed within an inactive time of the reconnection.
+    Raises SnapshotError when the file as a whole must be ignored (also when written more
+    than MAX_DOWNTIME ago). Records that fail validation or ``admit`` (the live policy, which
+    may have changed since) are skipped and counted; dead ones are dropped silently.
     """
     try:
         doc = json.loads(data.decode("utf-8"))
@@ -77,6 +85,12 @@ def decode(data: bytes, now: float, max_age: float, exchange: str, limits: Limit
     records = doc.get("entries")
     if not isinstance(records, list):
         raise SnapshotError("no entry list")
+    try:
+        written_at = min(_time(doc.get("written_at")), now)
+    except ValueError:
+        written_at = now   # unknown: judge the entries by today's clock, as if just written
+    if now - written_at > MAX_DOWNTIME:
+        raise SnapshotError(f"written {now - written_at:.0f} s ago, more than {MAX_DOWNTIME:.0f} s")
     entries: List[CacheEntry] = []
     bad = 0
     for record in records:
@@ -85,7 +99,7 @@ def decode(data: bytes, now: float, max_age: float, exchange: str, limits: Limit
         except (InvalidHeartbeat, TypeError, ValueError, KeyError):
             bad += 1
             continue
-        if now - entry.last_active <= max_age:
+        if written_at - entry.last_active <= max_age:
             entries.append(entry)
     return entries, bad
 
@@ -166,7 +180,12 @@ def read_snapshot(path: str, now: float, max_age: float, exchange: str, limits: 
         return []
     if bad:
         logger.warning("table snapshot %s: skipped %d invalid or refused record(s)", path, bad)
-    logger.info("restored %d cache(s) from %s", len(entries), path)
+    old = sum(1 for entry in entries if now - entry.last_active > max_age)
+    if old:
+        logger.warning("restored %d cache(s) from %s; %d not heard for longer than the inactive time (the "
+                       "server was down) are served as stale until fresh heartbeats arrive", len(entries), path, old)
+    else:
+        logger.info("restored %d cache(s) from %s", len(entries), path)
     return entries
 
 

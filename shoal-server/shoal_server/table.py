@@ -249,6 +249,12 @@ class CacheTable:
             self._remove(~silent)
         return gone
 
+    def silent_count(self, now: float, max_age: float) -> int:
+        """How many caches have been silent for more than ``max_age`` seconds (kept while expiry waits)."""
+        with self._lock:
+            n = len(self._rows)
+            return int((now - self._cols.last_active[:n] > max_age).sum())
+
     def set_verified(self, uuid: str, verified: bool) -> None:
         """Record the result of a verification run, if the cache is still there."""
         with self._lock:

@@ -13,6 +13,7 @@ from .clientaddr import BadClientAddress, ClientResolver
 from .config import ServerConfig
 from .consumer import ConsumerStatus
 from .geo import GeoLocator, geo_health
+from .health import Health, assess_health
 from .metrics import Metrics
 from .ranking import Ranked, RankIndex, Weights
 from .grouping import group_numbers, group_ranked
@@ -50,8 +51,10 @@ class Shoal:
     """Request-independent state the handlers share; every method returns (status, type, body)."""
 
     def __init__(self, table: CacheTable, locator: GeoLocator, config: ServerConfig,
-                 status: ConsumerStatus, clock: Callable[[], float] = time.time) -> None:
+                 status: ConsumerStatus, clock: Callable[[], float] = time.time,
+                 health: Optional[Callable[[], Health]] = None) -> None:
         self.table, self.locator, self.config, self.status, self.clock = table, locator, config, status, clock
+        self._health = health or self._basic_health
         self.resolver = ClientResolver(config.general.trusted_proxies)
         self.weights = Weights(config.cache.cache_distloadweight, config.cache.cache_loadconstant)
         self._all_body: Tuple[Tuple[CacheEntry, ...], str] = ((), "{}")
@@ -118,15 +121,23 @@ class Shoal:
             self._all_body = (view.entries, body)
         return "200 OK", JSON, body
 
+    def _basic_health(self) -> Health:
+        heard = self.status.heard_at()
+        return assess_health(len(self.table), self.status.disconnected_for(), self.config.cache.cache_inactive_time,
+                             silent_for=None if heard is None else self.clock() - heard)
+
     def healthz(self) -> Tuple[str, str, str]:
+        """ok (200): a current table; stale (200): a kept table, still the best answer; unavailable (503)."""
+        health = self._health()
         down_for = self.status.disconnected_for()
-        healthy = down_for <= self.config.cache.cache_inactive_time
-        body = {"status": "ok" if healthy else "consumer disconnected", "caches": len(self.table),
+        heard = self.status.heard_at()
+        body = {"status": health.state, "reason": health.reason, "caches": len(self.table),
                 "consumer_connected": self.status.connected, "disconnected_seconds": round(down_for, 1),
+                "heartbeat_silence_seconds": None if heard is None else round(self.clock() - heard, 1),
                 **self.status.counters(),
                 "refused": self.status.refused.summary(self.clock(), self.config.cache.window()),
                 "geoip": geo_health(self.locator)}
-        return ("200 OK" if healthy else "503 Service Unavailable"), JSON, json.dumps(body)
+        return health.http_status, JSON, json.dumps(body)
 
     def status_page(self, query: dict, size_text: Optional[str] = None) -> Tuple[str, str, str]:
         # Upstream's "/N" gave the page size in the path; it is kept within the configured bounds.
@@ -166,9 +177,10 @@ def _parse_n(text: Optional[str]) -> int:
 
 
 def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, status: ConsumerStatus,
-               clock: Callable[[], float] = time.time) -> web.application:
+               clock: Callable[[], float] = time.time,
+               health: Optional[Callable[[], Health]] = None) -> web.application:
     """Build the web.py application around the shared state; ``.wsgifunc()`` gives the WSGI callable."""
-    shoal = Shoal(table, locator, config, status, clock)
+    shoal = Shoal(table, locator, config, status, clock, health)
     # web.py keeps this switch only as a module global; on, it renders tracebacks to clients.
     web.config.debug = False
 
@@ -202,7 +214,9 @@ def create_app(table: CacheTable, locator: GeoLocator, config: ServerConfig, sta
 
     class Healthz:
         def GET(self) -> Union[str, bytes]:
-            return respond(shoal.healthz())
+            result = shoal.healthz()
+            web.header("X-Shoal-Health", json.loads(result[2])["status"])  # for balancers that read headers
+            return respond(result)
 
     class Index:
         def GET(self, size_text: Optional[str] = None) -> Union[str, bytes]:

@@ -39,16 +39,27 @@ def table_with(*items):
     return table
 
 
-def test_round_trip_keeps_every_field_and_drops_expired_entries():
+def test_round_trip_keeps_every_field_and_drops_entries_dead_when_written():
     table = table_with(("a", CERN, 1000.0), ("b", FNAL, 1100.0))
     table.set_verified("b", True)
-    data = encode(table.snapshot(), 1100.0, "shoal")
-    entries, bad = decode(data, now=1190.0, max_age=180.0, exchange="shoal", limits=Limits(), locate=no_location)
+    data = encode(table.snapshot(), 1190.0, "shoal")
+    entries, bad = decode(data, now=1200.0, max_age=180.0, exchange="shoal", limits=Limits(), locate=no_location)
     assert bad == 0
-    assert [e.uuid for e in entries] == ["b"]           # a: 190 s old > 180 s
+    assert [e.uuid for e in entries] == ["b"]           # a: 190 s silent when the file was written > 180 s
     restored, original = entries[0], table.get("b")
     assert restored.hb == original.hb                   # drift and all, as validated at reception
     assert (restored.created, restored.last_active, restored.verified) == (1100.0, 1100.0, None)  # re-derived, not read
+
+
+def test_a_downtime_longer_than_the_inactive_time_keeps_the_entries_alive_when_written():
+    """Issue 16 (5.): the server's own downtime is not held against the caches."""
+    data = encode(table_with(("a", CERN, 1000.0), ("b", FNAL, 1100.0)).snapshot(), 1100.0, "shoal")
+    entries, _ = decode(data, now=1100.0 + 3600, max_age=180.0, exchange="shoal", limits=Limits(),
+                        locate=no_location)
+    assert sorted(e.uuid for e in entries) == ["a", "b"]   # down an hour >> 180 s: still used
+    assert [e.last_active for e in entries] == [1000.0, 1100.0]   # as heard, so /healthz says stale
+    with pytest.raises(SnapshotError, match="ago"):          # but not after more than a day
+        decode(data, now=1100.0 + 86401, max_age=180.0, exchange="shoal", limits=Limits(), locate=no_location)
 
 
 def test_restored_entries_are_located_again_with_the_current_database():
@@ -189,10 +200,79 @@ def test_service_purge_pauses_while_disconnected_and_counts_from_reconnection(tm
     clock.now = 1500.0
     assert service.purge() == [] and len(service.table) == 1
     service.status.set_connected(True)             # back at 1500
-    clock.now = 1559.0
-    assert service.purge() == []
+    for t in range(1500, 1562):                    # another cache ("b") keeps beating: heartbeats flow
+        clock.now = float(t)
+        service.table.upsert(hb("b", now=clock.now), clock.now, no_location)
+        service.status.count(None)
+        if t == 1559:
+            assert service.purge() == []
+        elif t % 10 == 0 and t < 1559:
+            service.purge()
     clock.now = 1561.0
     assert service.purge() == ["a"]
+
+
+def stalled_service(tmp_path, hold=0.0):
+    """30 caches beating every 10 s for 5 min, inactive 60 s; then the broker delivers nothing."""
+    clock = Clock(1000.0)
+    config = ServerConfig(cache=CacheSettings(cache_inactive_time=60.0, cache_silence_hold=hold),
+                          general=GeneralSettings(state_dir=str(tmp_path)))
+    service = ShoalService(config, locator=open_locator(""), clock=clock)
+    service.status.set_connected(True)
+    for t in range(1000, 1300, 10):
+        clock.now = float(t)
+        for i in range(30):
+            service.table.upsert(hb(f"c{i}", now=clock.now), clock.now, no_location)
+            service.status.count(None)
+        assert service.purge() == []
+    return service, clock
+
+
+def test_a_cluster_wide_stall_is_not_thirty_cache_deaths(tmp_path):
+    """Issue 16 (2.): connected, but one hung node holds every confirm: nobody is heard for 120 s."""
+    service, clock = stalled_service(tmp_path)
+    assert service.health().state == "ok"
+    for t in range(1290, 1420, 5):                 # 130 s of total silence, twice the inactive time
+        clock.now = float(t)
+        assert service.purge() == []
+    assert len(service.table) == 30
+    health = service.health()
+    assert health.state == "stale" and health.http_status == "200 OK", health
+    # Heartbeats flow again: every cache gets a full inactive time from then before expiry.
+    for t in range(1420, 1480, 10):
+        clock.now = float(t)
+        for i in range(29):                        # c29 really died during the stall
+            service.table.upsert(hb(f"c{i}", now=clock.now), clock.now, no_location)
+            service.status.count(None)
+        assert service.purge() == [], t
+    clock.now = 1480.0                             # 60 s after the flow resumed
+    service.status.count(None)
+    assert service.purge() == ["c29"]
+    assert service.health().state == "ok"
+
+
+def test_a_total_silence_longer_than_the_hold_is_believed(tmp_path):
+    service, clock = stalled_service(tmp_path, hold=200.0)
+    clock.now = 1290.0 + 199
+    assert service.purge() == []
+    clock.now = 1290.0 + 201
+    assert len(service.purge()) == 30
+    assert service.health().state == "ok"            # connected, nothing announced: the truth is empty
+
+
+@pytest.mark.parametrize("caches, down, silent, overdue, state", [
+    (30, 0.0, 1.0, 0, "ok"),
+    (30, 0.0, 40.0, 0, "stale"),          # connected, nobody heard for more than half the inactive time
+    (30, 500.0, None, 0, "stale"),        # broker outage longer than the inactive time: still the best table
+    (30, 0.0, 1.0, 5, "stale"),           # restored from an old snapshot, not yet refreshed
+    (0, 500.0, None, 0, "unavailable"),   # no broker, no table: take it out of the balancer
+    (0, 0.0, None, 0, "ok"),              # connected, nothing announced yet
+])
+def test_healthz_has_three_states(caches, down, silent, overdue, state):
+    from shoal_server.health import assess_health
+    health = assess_health(caches, down, 60.0, silent, overdue)
+    assert health.state == state
+    assert health.http_status == ("503 Service Unavailable" if state == "unavailable" else "200 OK")
 
 
 def test_service_saves_on_stop_and_restores_on_start(tmp_path):
@@ -203,11 +283,11 @@ def test_service_saves_on_stop_and_restores_on_start(tmp_path):
     first.restore()
     first._started = True   # as after start(), without threads or a broker
     first.table.upsert(hb("a", now=1000.0), 1000.0, no_location)
-    first.table.upsert(hb("b", now=950.0), 950.0, no_location)
+    first.table.upsert(hb("b", now=930.0), 930.0, no_location)
     first.stop()
     clock.now = 1015.0
     second = ShoalService(config, locator=open_locator(""), clock=clock)
-    assert second.restore() == 1                   # b was 65 s old > 60 s
+    assert second.restore() == 1                   # b was 70 s silent when saved > 60 s
     assert [e.uuid for e in second.table.snapshot()] == ["a"]
     second.locator.close()
 
