@@ -30,6 +30,10 @@ class PublishError(Exception):
     """A heartbeat did not reach a broker (or was refused); the message is the reason."""
 
 
+class ConfirmTimeout(PublishError):
+    """No confirm within the deadline: the heartbeat may well have reached the healthy queues."""
+
+
 class Backoff:
     """Exponential retry delays with +-20 % jitter, capped, so a fleet of agents never retries in step."""
 
@@ -173,6 +177,16 @@ class Publisher:
         for _ in range(len(self.brokers)):
             try:
                 routed = self._publish(body, expiration)
+            except ConfirmTimeout as err:
+                # Typically a queue on a paused node: the message is routed (the healthy servers
+                # have it) but the confirm waits for that node. Publishing it again elsewhere would
+                # wait for the same queue; move on for the next heartbeat and report the failure.
+                logger.info("%s; moving to the next broker", err)
+                try:
+                    self._next_broker()
+                except PublishError:
+                    pass
+                raise
             except (*BROKER_ERRORS, PublishError) as err:
                 # A connection that died while idle costs one immediate failover, not a backoff.
                 reason = str(err) if isinstance(err, PublishError) else f"{self.broker} {describe(err)}"
@@ -222,8 +236,9 @@ class Publisher:
         assert self._channel is not None and self._connection is not None
         properties = pika.BasicProperties(content_type=CONTENT_TYPE, user_id=self.user_id, expiration=expiration,
                                           timestamp=int(self._clock()), app_id="shoal-agent", delivery_mode=1)
+        deadline = Deadline(self._connection, self.confirm_timeout, "the publisher confirm")
         try:
-            with Deadline(self._connection, self.confirm_timeout, "the publisher confirm"):
+            with deadline:
                 self._channel.basic_publish(self.settings.amqp_exchange, ROUTING_KEY, body, properties,
                                             mandatory=True)
         except pika.exceptions.UnroutableError:
@@ -234,6 +249,11 @@ class Publisher:
             # e.g. 406 PRECONDITION_FAILED for a user_id that is not the authenticated user
             self._channel = None
             raise PublishError(f"{self.broker} closed the channel: {err.reply_code} {err.reply_text}") from None
+        except BROKER_ERRORS as err:
+            if deadline.expired:
+                self.close()
+                raise ConfirmTimeout(f"{self.broker} sent no confirm within {self.confirm_timeout:g} s") from None
+            raise
         return True
 
     def idle(self, seconds: float) -> None:

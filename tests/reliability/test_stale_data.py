@@ -76,7 +76,8 @@ def test_server_down_longer_than_the_expiration_lists_no_expired_heartbeat_as_fr
 
 def test_a_replayed_old_heartbeat_does_not_resurrect_a_purged_cache(rabbit, exchange, servers, agents):
     inactive = 4.0
-    server = servers(cache={"cache_inactive_time": inactive})
+    # The only cache: its death is a total silence, which expiry believes after cache_silence_hold.
+    server = servers(cache={"cache_inactive_time": inactive, "cache_silence_hold": inactive})
     side = SideQueue(rabbit.amqp_port, exchange)
     try:
         victim = agents("replayed", interval=INTERVAL, site="kek")

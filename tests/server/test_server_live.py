@@ -196,6 +196,7 @@ def test_healthz_reports_consumer_down(server_factory):
     status, _, body = http_get(srv.url + "/healthz")
     data = json.loads(body)
     assert status == 503 and data["consumer_connected"] is False
+    assert data["status"] == "unavailable"      # no broker and no table: nothing useful to serve
 
 
 def test_sigterm_stops_within_two_seconds(server):

@@ -40,8 +40,12 @@ class RabbitNode:
     """One private broker node. ``config`` is extra rabbitmq.conf text (e.g. the TLS listener)."""
 
     def __init__(self, base_dir: str, config: str = "", plugins: List[str] = (), amqp_port: Optional[int] = None,
-                 tls_port: Optional[int] = None, name: Optional[str] = None, plain_listener: bool = True) -> None:
+                 tls_port: Optional[int] = None, name: Optional[str] = None, plain_listener: bool = True,
+                 host: str = "127.0.0.1", advanced: str = "[].", cookie: Optional[str] = None) -> None:
         self.base_dir = base_dir
+        self.host = host                # the AMQP listener's loopback address (127.0.0.2 ... for a cluster)
+        self.advanced = advanced        # advanced.config text (e.g. a short kernel net_ticktime)
+        self.cookie = cookie            # a shared Erlang cookie for cluster members
         self.name = name or f"shoaltest-{uuid.uuid4().hex[:8]}@localhost"
         self.amqp_port = amqp_port or free_port()
         self.tls_port = tls_port
@@ -76,16 +80,23 @@ class RabbitNode:
     def _write_files(self) -> None:
         lines = ["loopback_users = none", "log.console = false", "log.file.level = info"]
         if self.plain_listener:
-            lines.append(f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}")
+            lines.append(f"listeners.tcp.default = {self.host}:{self.amqp_port}")
         else:
             lines.append("listeners.tcp = none")
         if self.tls_port:
-            lines.append(f"listeners.ssl.default = 127.0.0.1:{self.tls_port}")
+            lines.append(f"listeners.ssl.default = {self.host}:{self.tls_port}")
         conf = "\n".join(lines) + "\n" + self.extra_config
         with open(os.path.join(self.base_dir, "rabbitmq.conf"), "w") as fh:
             fh.write(conf)
         with open(os.path.join(self.base_dir, "advanced.config"), "w") as fh:
-            fh.write("[].\n")
+            fh.write(self.advanced + "\n")
+        if self.cookie is not None:
+            path = os.path.join(self.base_dir, ".erlang.cookie")
+            if os.path.exists(path):
+                os.chmod(path, 0o600)
+            with open(path, "w") as fh:
+                fh.write(self.cookie)
+            os.chmod(path, 0o400)
         with open(os.path.join(self.base_dir, "rabbitmq-env.conf"), "w") as fh:
             fh.write("")
         with open(os.path.join(self.base_dir, "enabled_plugins"), "w") as fh:
@@ -101,7 +112,7 @@ class RabbitNode:
         log.close()
         port = self.amqp_port if self.plain_listener else self.tls_port
         try:
-            wait_port(port, timeout=timeout, proc=self.proc)
+            wait_port(port, host=self.host, timeout=timeout, proc=self.proc)
             self.ctl("await_startup", timeout=timeout)
         except BaseException:
             self.stop()
@@ -134,6 +145,15 @@ class RabbitNode:
         except ProcessLookupError:
             pass
         proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP every process of the node: it keeps its sockets and answers nothing (a hung node)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
     def restart(self, down_for: float = 0.0) -> None:
         self.stop()
