@@ -19,7 +19,7 @@ from .config import AgentConfig
 from .heartbeat import build_heartbeat, encode
 from .identity import atomic_write
 from .load import InterfaceLoad, LoadError, SquidLoad
-from .publisher import BACKOFF_CAP, BACKOFF_INITIAL, Backoff, Publisher, PublishError
+from .publisher import BACKOFF_CAP, BACKOFF_INITIAL, Backoff, ConfirmTimeout, Publisher, PublishError
 from .squidcheck import SquidCheck, proxy_url
 
 logger = logging.getLogger(__name__)
@@ -156,6 +156,15 @@ class Agent:
                 if now >= next_beat:
                     try:
                         self.beat()
+                    except ConfirmTimeout as err:
+                        # Most likely routed, only unconfirmed (a queue on a paused node); the
+                        # publisher moved on. Keep the cadence: a backoff would only starve the
+                        # healthy servers of heartbeats.
+                        outage = outage or _Outage(self._monotonic())
+                        outage.failed(str(err), interval, self._monotonic())
+                        next_beat += interval
+                        if next_beat <= now:
+                            next_beat = now + interval
                     except PublishError as err:
                         delay = backoff.next()
                         outage = outage or _Outage(self._monotonic())

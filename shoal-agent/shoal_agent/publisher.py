@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pika
 import pika.exceptions
@@ -97,6 +97,7 @@ class Publisher:
         self._monotonic = monotonic
         self._index = 0
         self._connected_at = 0.0
+        self._failed_at: Dict[int, float] = {}   # broker index -> when it last failed (monotonic)
         self._connection: Optional[pika.BlockingConnection] = None
         self._channel: Optional[pika.adapters.blocking_connection.BlockingChannel] = None
 
@@ -116,14 +117,13 @@ class Publisher:
     def connect(self, start: Optional[int] = None) -> None:
         """Open a connection to the first broker that answers, walking from ``start`` (default: the last good one)."""
         self.close()
-        first = self._index if start is None else start % len(self.brokers)
         reasons = []
-        for step in range(len(self.brokers)):
-            index = (first + step) % len(self.brokers)
+        for index in self._walk(self._index if start is None else start):
             host, port = self.brokers[index]
             try:
                 self._connection, self._channel = self._open(host, port)
             except (*BROKER_ERRORS, ValueError) as err:
+                self._failed_at[index] = self._monotonic()
                 reasons.append(f"{self._name(index)} {describe(err)}")
                 continue
             self._index = index
@@ -132,6 +132,18 @@ class Publisher:
                         self.settings.amqp_exchange)
             return
         raise PublishError("; ".join(reasons))
+
+    def _walk(self, start: int) -> List[int]:
+        """``amqp_servers`` in order from ``start``, brokers that failed within ``failback_interval`` last.
+
+        A hung broker costs a whole connect_timeout; walking onto it again right after it failed
+        (the next of the list after a confirm timeout elsewhere) would spend that on every beat.
+        """
+        order = [(start + step) % len(self.brokers) for step in range(len(self.brokers))]
+        recent = max(self.settings.failback_interval, self.confirm_timeout)
+        now = self._monotonic()
+        failed = {i for i in order if i in self._failed_at and now - self._failed_at[i] < recent}
+        return [i for i in order if i not in failed] + [i for i in order if i in failed]
 
     def _open(self, host: str, port: int) -> Tuple[pika.BlockingConnection,
                                                    "pika.adapters.blocking_connection.BlockingChannel"]:
@@ -212,6 +224,7 @@ class Publisher:
 
     def _next_broker(self) -> None:
         """Connect to the brokers after the current one (the current one last); raises PublishError."""
+        self._failed_at[self._index] = self._monotonic()
         self.connect(start=self._index + 1)
 
     def _failback_due(self) -> bool:

@@ -1,0 +1,200 @@
+"""Issue 16 on a real 3-node RabbitMQ cluster on loopback (127.0.0.1/.2/.3), two servers behind HAProxy.
+
+Server A prefers node 1, server B node 3; four agents prefer node 1, two node 3. Faults are
+SIGSTOP (a hung node: TCP stays up, nothing answers), long enough for the short net_ticktime to
+declare the node down and leave a partition when it resumes (healed by autoheal, the shipped
+setting). Every phase asserts: no false purge, no silent loss (every agent heard by the server on
+the healthy nodes at least every inactive time), the balancer answering, no traceback.
+"""
+import os
+import threading
+import time
+
+import pytest
+
+from rel_support import SITES, AgentProcess, Watcher, fresh, listed, wait_until
+from support.balancer import Balancer
+from support.procs import ServerProcess, http_get
+from support.rabbitcluster import RabbitCluster
+
+pytestmark = pytest.mark.integration
+
+INTERVAL = 1.0
+INACTIVE = 5.0
+FAILBACK = 4.0
+LONG_HANG = 12.0      # > net_ticktime 4 s: the node is declared down, a partition follows its resumption
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    nodes = RabbitCluster(str(tmp_path_factory.mktemp("cluster"))).start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def deployment(tmp_path, cluster, exchange):
+    """Factories for servers and agents on the cluster; everything stopped by PID at teardown."""
+    started = []
+    common = {"amqp_username": "guest", "amqp_password": "guest", "amqp_exchange": exchange, "heartbeat": 2,
+              "connect_timeout": 2, "failback_interval": FAILBACK}
+
+    def server(name, *order, cache=None):
+        proc = ServerProcess(str(tmp_path / name), {**common, "amqp_servers": cluster.amqp_servers(*order)},
+                             {"cache_inactive_time": INACTIVE, "cache_cleanse_interval": 0.25, **(cache or {})})
+        started.append(proc)
+        return proc.start()
+
+    def agent(name, *order):
+        site = list(SITES)[len(started) % len(SITES)]
+        proc = AgentProcess(str(tmp_path / name), name, {**common, "amqp_servers": cluster.amqp_servers(*order)},
+                            INTERVAL, site)
+        started.append(proc)
+        return proc.start()
+
+    yield server, agent
+    for proc in started:
+        proc.stop()
+
+
+class Poller(threading.Thread):
+    """GET a URL every 0.2 s and keep every status (None for a connection error)."""
+
+    def __init__(self, url):
+        super().__init__(daemon=True)
+        self.url, self.codes, self._halt = url, [], threading.Event()
+        self.start()
+
+    def run(self):
+        while not self._halt.wait(0.2):
+            try:
+                self.codes.append(http_get(self.url, timeout=3)[0])
+            except OSError:
+                self.codes.append(None)
+
+    def stop(self):
+        self._halt.set()
+        self.join(10)
+        return self.codes
+
+
+def max_gap(watcher, host, start, end):
+    """The longest silence of ``host`` between ``start`` and ``end`` as the server saw it."""
+    times = sorted(t for t in watcher.last_active.get(host, ()) if t >= start - INACTIVE)
+    times = [t for t in times if t <= end] + [end]
+    points = [max(start, times[0])] + times if times else [start, end]
+    return max(b - a for a, b in zip(points, points[1:]))
+
+
+def test_hung_node_short_and_long_then_partition_heal_and_spread_back(tmp_path, cluster, deployment):
+    make_server, make_agent = deployment
+    a = make_server("serverA", 0, 1, 2)
+    b = make_server("serverB", 2, 0, 1)
+    crew = [make_agent(f"one{i}", 0, 1, 2) for i in range(4)] + [make_agent(f"three{i}", 2, 0, 1) for i in range(2)]
+    hosts = [agent.hostname for agent in crew]
+    for server in (a, b):
+        wait_until(lambda: fresh(server, hosts, time.time() - 2 * INTERVAL), 30, what="six agents on both servers")
+        wait_until(lambda: "cache expiry resumed" in server.log(), INACTIVE + 15, what="expiry armed")
+    balancer = Balancer(str(tmp_path / "haproxy"), [a.port, b.port]).start()
+    watch_a, watch_b = Watcher(a), Watcher(b)
+    watch_a.start()
+    watch_b.start()
+    front = Poller(f"{balancer.url}/nearest/3?ip=142.104.1.1")
+    node3 = cluster.nodes[2]
+    late = None
+    try:
+        # Short hang: shorter than net_ticktime, the node is never declared down.
+        start = time.time()
+        node3.pause()
+        time.sleep(2.0)
+        node3.resume()
+        time.sleep(3.0)
+        short_end = time.time()
+        # Long hang: node 3 is declared down, its queue (server B's) goes, B fails over.
+        long_start = time.time()
+        node3.pause()
+        late = make_agent("late", 2, 0, 1)      # its first broker hangs in the handshake
+        wait_until(lambda: late.hostname in listed(a), 15, what="a new agent past the hung first broker")
+        late_listed = time.time() - long_start
+        health_a = a.health()
+        time.sleep(max(0.0, long_start + LONG_HANG - time.time()))
+        health_b = b.health()
+        node3.resume()
+        resumed = time.time()
+        cluster.wait_running(3, timeout=90)
+        healed = time.time() - resumed
+        wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
+                   what="every agent fresh on both servers after the heal")
+        wait_until(lambda: "moving back from AMQP broker" in b.log(), FAILBACK + 30, what="server B back on node 3")
+        wait_until(lambda: all("moved back from AMQP broker" in agent.output() for agent in crew[4:]),
+                   FAILBACK + 30, what="node-3 agents back on node 3")
+        wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
+                   what="every agent fresh on both servers after spreading back")
+        end = time.time()
+    finally:
+        codes = front.stop()
+        watch_a.stop()
+        watch_b.stop()
+        balancer.stop()
+        node3.resume()
+
+    gaps = {h: max_gap(watch_a, h, start, end) for h in hosts}
+    print(f"short hang {short_end - start:.1f} s, long hang {LONG_HANG} s; max silence per agent on A "
+          f"{max(gaps.values()):.1f} s; new agent listed {late_listed:.1f} s after the hang began; cluster "
+          f"running again {healed:.1f} s after the resume; balancer {codes.count(200)}/{len(codes)} 200")
+    # No silent loss: server A (on healthy nodes) heard every agent throughout, also those on node 3.
+    assert max(gaps.values()) < INACTIVE, gaps
+    # No false purge on either server.
+    assert "purged" not in a.log() and "purged" not in b.log()
+    assert set(hosts) <= set(listed(b))
+    # Agents failed over (hung handshake too), and nothing logged a traceback.
+    assert late_listed < 10, late_listed
+    for text in [a.log(), b.log()] + [agent.output() for agent in crew + [late]]:
+        assert "Traceback" not in text
+    # /healthz said the truth; the balancer answered every request.
+    assert health_a["status"] == "ok", health_a
+    assert health_b["status"] in ("ok", "stale") and health_b["caches"] >= len(hosts), health_b
+    assert codes and all(code == 200 for code in codes), [c for c in codes if c != 200][:5]
+    # Spread back: B's queue and the node-3 agents are on node 3 again.
+    assert b.log().rsplit("consuming heartbeats from", 1)[1].startswith(f" {node3.host}:")
+
+
+def test_the_whole_cluster_hung_behind_the_balancer(tmp_path, cluster, deployment):
+    """Every node paused for three inactive times: both servers keep their tables, say "stale",
+    and the balancer keeps answering with the full table; then everything is fresh by itself."""
+    make_server, make_agent = deployment
+    a = make_server("serverA", 0, 1, 2)
+    b = make_server("serverB", 2, 0, 1)
+    crew = [make_agent(f"all{i}", i % 3, (i + 1) % 3, (i + 2) % 3) for i in range(6)]
+    hosts = [agent.hostname for agent in crew]
+    for server in (a, b):
+        wait_until(lambda: fresh(server, hosts, time.time() - 2 * INTERVAL), 30, what="six agents on both servers")
+        wait_until(lambda: "cache expiry resumed" in server.log(), INACTIVE + 15, what="expiry armed")
+    balancer = Balancer(str(tmp_path / "haproxy"), [a.port, b.port]).start()
+    front = Poller(f"{balancer.url}/all")
+    try:
+        start = time.time()
+        for node in cluster.nodes:
+            node.pause()
+        time.sleep(3 * INACTIVE)
+        states = [s.health()["status"] for s in (a, b)]
+        for node in cluster.nodes:
+            node.resume()
+        resumed = time.time()
+        cluster.wait_running(3, timeout=90)
+        wait_until(lambda: all(fresh(s, hosts, resumed) for s in (a, b)), 60, what="every agent fresh again")
+        recovered = time.time() - resumed
+        time.sleep(INACTIVE + 1)
+        status = [s.health()["status"] for s in (a, b)]
+    finally:
+        codes = front.stop()
+        balancer.stop()
+        for node in cluster.nodes:
+            node.resume()
+    print(f"cluster hung {resumed - start:.1f} s; fresh again {recovered:.1f} s after the resume; "
+          f"balancer {codes.count(200)}/{len(codes)} 200")
+    assert states == ["stale", "stale"], states
+    assert status == ["ok", "ok"], status
+    assert "purged" not in a.log() and "purged" not in b.log()
+    assert codes and all(code == 200 for code in codes), [c for c in codes if c != 200][:5]
+    assert set(listed(a)) == set(hosts) == set(listed(b))
