@@ -140,8 +140,8 @@ class ShoalService:
                            hold=cache.silence_hold())
         if wait is not None:
             if wait != self._expiry_paused:
-                logger.log(logging.INFO if wait == "connected recently" else logging.WARNING,
-                           "cache expiry waits: %s", wait)
+                quiet = wait == "connected recently" or len(self.table) == 0   # nothing to keep: no alarm
+                logger.log(logging.INFO if quiet else logging.WARNING, "cache expiry waits: %s", wait)
             self._expiry_paused = wait
             return ungranted
         if self._expiry_paused:

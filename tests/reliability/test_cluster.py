@@ -78,6 +78,12 @@ class Poller(threading.Thread):
         return self.codes
 
 
+def consuming_from(server):
+    """The node address the server's consumer is on now (from its log)."""
+    tail = server.log().rsplit("consuming heartbeats from ", 1)
+    return tail[1].split(":", 1)[0] if len(tail) == 2 else None
+
+
 def max_gap(watcher, host, start, end):
     """The longest silence of ``host`` between ``start`` and ``end`` as the server saw it."""
     times = sorted(t for t in watcher.last_active.get(host, ()) if t >= start - INACTIVE)
@@ -125,7 +131,7 @@ def test_hung_node_short_and_long_then_partition_heal_and_spread_back(tmp_path, 
         healed = time.time() - resumed
         wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
                    what="every agent fresh on both servers after the heal")
-        wait_until(lambda: "moving back from AMQP broker" in b.log(), FAILBACK + 30, what="server B back on node 3")
+        wait_until(lambda: consuming_from(b) == node3.host, FAILBACK + 60, what="server B back on node 3")
         wait_until(lambda: all("moved back from AMQP broker" in agent.output() for agent in crew[4:]),
                    FAILBACK + 30, what="node-3 agents back on node 3")
         wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
@@ -156,7 +162,7 @@ def test_hung_node_short_and_long_then_partition_heal_and_spread_back(tmp_path, 
     assert health_b["status"] in ("ok", "stale") and health_b["caches"] >= len(hosts), health_b
     assert codes and all(code == 200 for code in codes), [c for c in codes if c != 200][:5]
     # Spread back: B's queue and the node-3 agents are on node 3 again.
-    assert b.log().rsplit("consuming heartbeats from", 1)[1].startswith(f" {node3.host}:")
+    assert consuming_from(b) == node3.host and "moving back from AMQP broker" in b.log()
 
 
 def test_the_whole_cluster_hung_behind_the_balancer(tmp_path, cluster, deployment):
@@ -198,3 +204,114 @@ def test_the_whole_cluster_hung_behind_the_balancer(tmp_path, cluster, deploymen
     assert "purged" not in a.log() and "purged" not in b.log()
     assert codes and all(code == 200 for code in codes), [c for c in codes if c != 200][:5]
     assert set(listed(a)) == set(hosts) == set(listed(b))
+
+
+def test_node_kill_and_restart(tmp_path, cluster, deployment):
+    """A node SIGKILLed (server B's queue and two agents on it) and started again: B and the agents
+    fail over at once, nothing is purged, the balancer answers, and they spread back afterwards."""
+    make_server, make_agent = deployment
+    a = make_server("serverA", 0, 1, 2)
+    b = make_server("serverB", 1, 0, 2)
+    crew = [make_agent(f"kill{i}", i % 3, (i + 1) % 3, (i + 2) % 3) for i in range(6)]
+    hosts = [agent.hostname for agent in crew]
+    for server in (a, b):
+        wait_until(lambda: fresh(server, hosts, time.time() - 2 * INTERVAL), 30, what="six agents on both servers")
+        wait_until(lambda: "cache expiry resumed" in server.log(), INACTIVE + 15, what="expiry armed")
+    balancer = Balancer(str(tmp_path / "haproxy"), [a.port, b.port]).start()
+    watch_b = Watcher(b)
+    watch_b.start()
+    front = Poller(f"{balancer.url}/nearest/3?ip=142.104.1.1")
+    node2 = cluster.nodes[1]
+    try:
+        killed = time.time()
+        os.killpg(node2.proc.pid, 9)
+        node2.proc.wait(10)
+        node2.proc = None
+        wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
+                   what="every agent fresh on both servers without node 2")
+        fresh_after_kill = time.time() - killed
+        node2.start()
+        cluster.wait_running(3, timeout=90)
+        wait_until(lambda: consuming_from(b) == node2.host, FAILBACK + 60, what="server B back on node 2")
+        wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
+                   what="every agent fresh after the restart")
+        end = time.time()
+    finally:
+        codes = front.stop()
+        watch_b.stop()
+        balancer.stop()
+    gaps = {h: max_gap(watch_b, h, killed, end) for h in hosts}
+    print(f"node 2 killed: both servers fresh {fresh_after_kill:.1f} s later; max silence per agent on B "
+          f"{max(gaps.values()):.1f} s; balancer {codes.count(200)}/{len(codes)} 200")
+    assert "purged" not in a.log() and "purged" not in b.log()
+    assert codes and all(code == 200 for code in codes), [c for c in codes if c != 200][:5]
+    for text in [a.log(), b.log()] + [agent.output() for agent in crew]:
+        assert "Traceback" not in text
+    assert consuming_from(b) == node2.host and "moving back from AMQP broker" in b.log()
+
+
+def test_two_thousand_simulated_agents_and_a_node_kill(tmp_path, cluster, deployment, exchange):
+    """2,000 uuids from four failover publishers (the agent's own Publisher) spread over the nodes;
+    node 2, holding server B's queue and a quarter of the publishers, is killed mid-run."""
+    import json
+
+    from shoal_agent.amqp import RabbitSettings
+    from shoal_agent.publisher import Publisher, PublishError
+    from support.heartbeats import upstream_heartbeat
+
+    fleet, cycle, inactive = 2000, 10.0, 25.0
+    make_server, _ = deployment
+    a = make_server("serverA", 0, 1, 2, cache={"cache_inactive_time": inactive})
+    b = make_server("serverB", 1, 0, 2, cache={"cache_inactive_time": inactive})
+    sent, errors, halt = [0], [], threading.Event()
+
+    def run(part, order):
+        settings = RabbitSettings(amqp_servers=tuple(cluster.amqp_servers(*order).split(", ")), amqp_exchange=exchange,
+                                  heartbeat=2, connect_timeout=2, failback_interval=FAILBACK)
+        pub = Publisher(settings, confirm_timeout=1.0)
+        uuids = range(part, fleet, 4)
+        while not halt.is_set():
+            began = time.monotonic()
+            for i in uuids:
+                body = json.dumps(upstream_heartbeat(f"188.184.{i // 250}.{i % 250 + 1}", uuid=f"sim-{i:04d}",
+                                                     hostname=f"sim{i}.squid.example.org")).encode()
+                try:
+                    pub.publish(body, "20000")
+                    sent[0] += 1
+                except PublishError as err:
+                    errors.append(str(err))
+            halt.wait(max(0.0, cycle - (time.monotonic() - began)))
+        pub.close()
+
+    orders = [(0, 1, 2), (1, 2, 0), (2, 0, 1), (0, 2, 1)]
+    threads = [threading.Thread(target=run, args=(p, orders[p]), daemon=True) for p in range(4)]
+    for thread in threads:
+        thread.start()
+    node2 = cluster.nodes[1]
+    try:
+        for server in (a, b):
+            wait_until(lambda: len(listed(server)) == fleet, 60, step=0.5, what="2,000 caches on both servers")
+        time.sleep(cycle)
+        before = {name: s.health()["accepted"] for name, s in (("a", a), ("b", b))}
+        sent_before = sent[0]
+        os.killpg(node2.proc.pid, 9)
+        node2.proc.wait(10)
+        node2.proc = None
+        time.sleep(3 * cycle)
+        after = {name: s.health()["accepted"] for name, s in (("a", a), ("b", b))}
+        sent_during = sent[0] - sent_before
+        counts = {name: len(listed(s)) for name, s in (("a", a), ("b", b))}
+    finally:
+        halt.set()
+        for thread in threads:
+            thread.join(30)
+        if node2.proc is None:
+            node2.start()
+            cluster.wait_running(3, timeout=90)
+    lost = {name: 1 - (after[name] - before[name]) / sent_during for name in after}
+    print(f"2,000 simulated agents, node 2 killed: {sent_during} heartbeats confirmed in {3 * cycle:.0f} s; "
+          f"lost on A {100 * lost['a']:.2f} %, on B {100 * lost['b']:.2f} %; {len(errors)} publish errors")
+    assert counts == {"a": fleet, "b": fleet}, counts
+    assert "purged" not in a.log() and "purged" not in b.log()
+    assert lost["a"] < 0.01 and lost["b"] < 0.05, lost
+    assert sent_during >= 2 * fleet
