@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from typing import Optional, Sequence
 
 from .procs import stop_process
 from .rabbitnode import free_port, wait_port
+from .tools import require
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shoal-server", "conf", "haproxy-shoal.cfg")
 
@@ -39,7 +39,7 @@ class Balancer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Balancer":
-        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        binary = require("haproxy", detail="apt-get install haproxy")
         out = open(self.log, "ab")
         self.proc = subprocess.Popen([binary, "-db", "-f", self.config], stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
