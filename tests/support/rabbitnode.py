@@ -113,11 +113,24 @@ class RabbitNode:
         port = self.amqp_port if self.plain_listener else self.tls_port
         try:
             wait_port(port, host=self.host, timeout=timeout, proc=self.proc)
-            self.ctl("await_startup", timeout=timeout)
+            self._await_startup(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _await_startup(self, timeout: float) -> None:
+        # Right after a node of a cluster was SIGKILLed and started again the CLI may not reach it
+        # at the first try (epmd still settling); retry until the deadline.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.ctl("await_startup", timeout=timeout)
+                return
+            except (RuntimeError, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                    raise
+                time.sleep(1.0)
 
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
         out = subprocess.run([os.path.join(RABBIT_BIN, "rabbitmqctl"), "-n", self.name, *args], env=self.env,
