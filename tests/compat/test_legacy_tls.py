@@ -27,6 +27,7 @@ import pytest
 
 from support.procs import ServerProcess, http_get
 from support.tlsbroker import TLSBroker
+from support.upstream import agent_body, fixture_names, load_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -226,3 +227,26 @@ def _text(server, path):
     status, _, body = http_get(server.url + path)
     assert status == 200, (path, status)
     return body.decode()
+
+
+def test_every_upstream_fixture_is_listed_in_legacy_mode(broker, modern, servers):
+    """Each release's heartbeat (tests/compat/fixtures, with its sample config's values), sent the
+    way that release logs in — 0.7.1 PLAIN over TLS, the later ones PLAIN on the plain listener —
+    is listed unauthenticated by the accepting server and refused by the default one."""
+    accept, refuse = servers
+    sent = {}
+    for name in fixture_names():
+        fixture = load_fixture(name)
+        body = agent_body(name, fresh_uuid=True)
+        if fixture["release"] == "0.7.1":
+            params = params_071(broker, broker.issue("agent", f"legacy-{name.replace('.', '-')}.example.org"))
+        else:
+            params = broker.legacy_params("guest", "guest")
+        legacy_publish(params, body)
+        sent[body["uuid"]] = fixture["expect"]
+    records = wait_listed(accept, *sent)
+    for uuid, expect in sent.items():
+        assert records[uuid]["authenticated"] is False, uuid
+        assert records[uuid]["hostname"] == expect["hostname"], (uuid, records[uuid])
+        assert records[uuid]["public_ip"] == expect["public_ip"], (uuid, records[uuid])
+    assert not set(sent) & set(listed(refuse))
