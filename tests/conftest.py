@@ -34,6 +34,7 @@ INTEGRATION_MODULES = {
     "tests/agent/test_agent_tls.py",           # private TLS brokers
     "tests/security/test_broker_tls.py",
     "tests/security/test_classic_config.py",
+    "tests/server/test_pac.py",                # pacparser in a /usr/bin/python3 subprocess per PAC
 }
 
 
