@@ -96,7 +96,8 @@ class Publisher:
         self._clock = clock
         self._monotonic = monotonic
         self._index = 0
-        self._connected_at = 0.0
+        self._away_since: Optional[float] = None  # when the first broker was left or last retried
+        self._failback_tries = 0
         self._failed_at: Dict[int, float] = {}   # broker index -> when it last failed (monotonic)
         self._connection: Optional[pika.BlockingConnection] = None
         self._channel: Optional[pika.adapters.blocking_connection.BlockingChannel] = None
@@ -126,8 +127,11 @@ class Publisher:
                 self._failed_at[index] = self._monotonic()
                 reasons.append(f"{self._name(index)} {describe(err)}")
                 continue
+            if index == 0:
+                self._away_since = None
+            elif self._away_since is None:
+                self._away_since, self._failback_tries = self._monotonic(), 0
             self._index = index
-            self._connected_at = self._monotonic()
             logger.info("connected to AMQP broker %s as %s (exchange %s)", self.broker, self.user_id,
                         self.settings.amqp_exchange)
             return
@@ -179,12 +183,18 @@ class Publisher:
 
         A failure of the current broker moves on to the next ones at once. Returns False when
         brokers confirmed it but on none of them was a server queue bound; raises PublishError
-        when no broker took it.
+        when no broker took it. When ``failback_interval`` is due, the first broker is tried
+        after the heartbeat went out: a preferred node still hung costs the idle time before the
+        next heartbeat, not this one.
         """
         if not self.connected:
             self.connect()
-        elif self._failback_due():
+        routed = self._publish_anywhere(body, expiration)
+        if routed and self._failback_due():
             self._failback()
+        return routed
+
+    def _publish_anywhere(self, body: bytes, expiration: str) -> bool:
         unrouted = []
         for _ in range(len(self.brokers)):
             try:
@@ -228,21 +238,31 @@ class Publisher:
         self.connect(start=self._index + 1)
 
     def _failback_due(self) -> bool:
+        """True ``failback_interval`` s after leaving the first broker or last trying it.
+
+        Counted from leaving, not from the latest connection: a fleet that hops between the other
+        brokers (nacks and confirm timeouts while a node rejoins) must still spread back.
+        """
         interval = self.settings.failback_interval
-        return self._index != 0 and interval > 0 and self._monotonic() - self._connected_at >= interval
+        return self._index != 0 and interval > 0 and self._away_since is not None \
+            and self._monotonic() - self._away_since >= interval
 
     def _failback(self) -> None:
         """Move back to the first broker of ``amqp_servers`` if it answers; else stay (and retry later)."""
-        self._connected_at = self._monotonic()
+        self._away_since = self._monotonic()
         host, port = self.brokers[0]
         try:
             connection, channel = self._open(host, port)
         except (*BROKER_ERRORS, ValueError) as err:
-            logger.debug("preferred broker %s still unusable (%s)", self._name(0), describe(err))
+            # INFO once per stay away (the operator sees why the fleet has not spread back), then DEBUG.
+            level = logging.DEBUG if self._failback_tries else logging.INFO
+            self._failback_tries += 1
+            logger.log(level, "preferred AMQP broker %s still unusable (%s); staying on %s", self._name(0),
+                       describe(err), self.broker)
             return
         left = self.broker
         self.close()
-        self._connection, self._channel, self._index = connection, channel, 0
+        self._connection, self._channel, self._index, self._away_since = connection, channel, 0, None
         logger.info("moved back from AMQP broker %s to the preferred %s", left, self.broker)
 
     def _publish(self, body: bytes, expiration: str) -> bool:

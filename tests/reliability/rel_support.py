@@ -67,8 +67,13 @@ def listed(server: ServerProcess, timeout: float = 5.0) -> Dict[str, dict]:
     return {record["hostname"]: record for record in data.values()}
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.1, what: str = "condition"):
-    """Poll ``predicate`` (exceptions count as false) until it returns something true."""
+def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.1, what: str = "condition",
+               explain: Optional[Callable[[], str]] = None):
+    """Poll ``predicate`` (exceptions count as false) until it returns something true.
+
+    On a timeout ``explain()`` (e.g. the tails of the logs involved) is added to the error, so a
+    failure in CI says what the processes were doing.
+    """
     deadline = time.monotonic() + timeout
     last_error: Optional[BaseException] = None
     while time.monotonic() < deadline:
@@ -79,7 +84,23 @@ def wait_until(predicate: Callable[[], object], timeout: float, step: float = 0.
         except (OSError, AssertionError, ValueError, KeyError) as err:
             last_error = err
         time.sleep(step)
-    raise AssertionError(f"{what} not met within {timeout} s (last error: {last_error!r})")
+    detail = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"{what} not met within {timeout} s (last error: {last_error!r}){detail}")
+
+
+def tails(named: Mapping[str, str], lines: int = 25) -> str:
+    """The last ``lines`` lines of each text, under its name."""
+    return "\n".join(f"--- {name} ---\n" + "\n".join(text.splitlines()[-lines:]) for name, text in named.items())
+
+
+def agent_broker(agent: AgentProcess) -> Optional[str]:
+    """The host of the broker the agent publishes to now, from its log (None before any connection)."""
+    host = None
+    for line in agent.output().splitlines():
+        for marker in ("connected to AMQP broker ", "to the preferred "):
+            if marker in line:
+                host = line.split(marker, 1)[1].split(":", 1)[0]
+    return host
 
 
 def fresh(server: ServerProcess, hostnames, since: float) -> bool:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from rel_support import SITES, AgentProcess, Watcher, fresh, listed, wait_until
+from rel_support import SITES, AgentProcess, Watcher, agent_broker, fresh, listed, tails, wait_until
 from support.balancer import Balancer
 from support.procs import ServerProcess, http_get
 from support.rabbitcluster import RabbitCluster
@@ -131,9 +131,11 @@ def test_hung_node_short_and_long_then_partition_heal_and_spread_back(tmp_path, 
         healed = time.time() - resumed
         wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
                    what="every agent fresh on both servers after the heal")
-        wait_until(lambda: consuming_from(b) == node3.host, FAILBACK + 60, what="server B back on node 3")
-        wait_until(lambda: all("moved back from AMQP broker" in agent.output() for agent in crew[4:]),
-                   FAILBACK + 30, what="node-3 agents back on node 3")
+        wait_until(lambda: consuming_from(b) == node3.host, FAILBACK + 60, what="server B back on node 3",
+                   explain=lambda: tails({"server B": b.log()}))
+        wait_until(lambda: all(agent_broker(agent) == node3.host for agent in crew[4:]),
+                   FAILBACK + 45, what="node-3 agents back on node 3",
+                   explain=lambda: tails({agent.name: agent.output() for agent in crew[4:]}))
         wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
                    what="every agent fresh on both servers after spreading back")
         end = time.time()

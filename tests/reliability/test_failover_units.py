@@ -125,4 +125,49 @@ def test_after_failback_interval_the_first_broker_is_used_again():
     assert pub.broker == "rabbit2:5672"
     clock.now += 2
     pub.publish(b"{}", "2000")
-    assert pub.broker == "rabbit1:5672" and pub.published[-1] == "rabbit1"
+    assert pub.broker == "rabbit1:5672" and pub.published[-1] == "rabbit2"
+    pub.publish(b"{}", "2000")
+    assert pub.published[-1] == "rabbit1"
+
+
+def test_reconnecting_again_and_again_does_not_postpone_the_failback():
+    """Seen in CI: agents whose fallback connection kept dropping (nacks, missing confirms while
+    node 3 rejoined) never stayed failback_interval on one connection, so never moved back."""
+    clock = Clock()
+    pub = ScriptedPublisher({"rabbit1": "hang", "rabbit2": "ok", "rabbit3": "ok"}, clock, failback=30.0)
+    pub.publish(b"{}", "2000")
+    assert pub.broker == "rabbit2:5672"
+    pub.script["rabbit1"] = "ok"
+    for _ in range(4):          # every 8 s the connection is lost and made again
+        clock.now += 8
+        pub.publish(b"{}", "2000")
+        pub.close()
+    assert pub.broker == "rabbit1:5672"
+
+
+def test_after_a_reconnection_the_first_broker_is_tried_once_the_heartbeat_is_out():
+    clock = Clock()
+    pub = ScriptedPublisher({"rabbit1": "hang", "rabbit2": "ok", "rabbit3": "ok"}, clock, failback=30.0)
+    pub.publish(b"{}", "2000")
+    assert pub.broker == "rabbit2:5672"
+    pub.script["rabbit1"] = "ok"
+    pub.close()                 # the connection died while idle
+    clock.now += 31
+    assert pub.publish(b"{}", "2000") is True
+    assert pub.published[-1] == "rabbit2"          # the heartbeat did not wait for the probe
+    assert pub.broker == "rabbit1:5672"            # and the next one goes to the first broker
+
+
+def test_a_failed_failback_is_retried_only_after_another_interval():
+    clock = Clock()
+    pub = ScriptedPublisher({"rabbit1": "hang", "rabbit2": "ok", "rabbit3": "ok"}, clock, failback=30.0)
+    pub.publish(b"{}", "2000")
+    clock.now += 31
+    pub.publish(b"{}", "2000")          # failback tried: rabbit1 still hangs
+    assert pub.opened.count("rabbit1") == 2 and pub.broker == "rabbit2:5672"
+    clock.now += 29
+    pub.publish(b"{}", "2000")
+    assert pub.opened.count("rabbit1") == 2
+    clock.now += 2
+    pub.publish(b"{}", "2000")
+    assert pub.opened.count("rabbit1") == 3
