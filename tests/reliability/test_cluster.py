@@ -7,6 +7,7 @@ setting). Every phase asserts: no false purge, no silent loss (every agent heard
 the healthy nodes at least every inactive time), the balancer answering, no traceback.
 """
 import os
+import signal
 import threading
 import time
 
@@ -39,9 +40,10 @@ def deployment(tmp_path, cluster, exchange):
     common = {"amqp_username": "guest", "amqp_password": "guest", "amqp_exchange": exchange, "heartbeat": 2,
               "connect_timeout": 2, "failback_interval": FAILBACK}
 
-    def server(name, *order, cache=None):
+    def server(name, *order, cache=None, general=None):
         proc = ServerProcess(str(tmp_path / name), {**common, "amqp_servers": cluster.amqp_servers(*order)},
-                             {"cache_inactive_time": INACTIVE, "cache_cleanse_interval": 0.25, **(cache or {})})
+                             {"cache_inactive_time": INACTIVE, "cache_cleanse_interval": 0.25, **(cache or {})},
+                             general=general or {})
         started.append(proc)
         return proc.start()
 
@@ -250,6 +252,43 @@ def test_node_kill_and_restart(tmp_path, cluster, deployment):
     for text in [a.log(), b.log()] + [agent.output() for agent in crew]:
         assert "Traceback" not in text
     assert consuming_from(b) == node2.host and "moving back from AMQP broker" in b.log()
+
+
+def test_a_server_down_longer_than_the_inactive_time_restarts_warm_behind_the_balancer(tmp_path, cluster,
+                                                                                       deployment):
+    """Issue 16 (5.): server B SIGKILLed and kept down for twice the inactive time while the agents
+    go on; the balancer sends everyone to A meanwhile, and B's first answer after the restart is
+    its snapshot (marked stale), not an empty table; then B is fresh and "ok" on its own."""
+    make_server, make_agent = deployment
+    state = tmp_path / "stateB"
+    a = make_server("serverA", 0, 1, 2)
+    b = make_server("serverB", 1, 2, 0, general={"state_dir": str(state), "snapshot_interval": 1})
+    crew = [make_agent(f"warm{i}", i % 3, (i + 1) % 3, (i + 2) % 3) for i in range(6)]
+    hosts = [agent.hostname for agent in crew]
+    for server in (a, b):
+        wait_until(lambda: fresh(server, hosts, time.time() - 2 * INTERVAL), 30, what="six agents on both servers")
+    wait_until(lambda: "cache expiry resumed" in b.log(), INACTIVE + 15, what="expiry armed")
+    time.sleep(2.0)                                          # a periodic snapshot with all six
+    balancer = Balancer(str(tmp_path / "haproxy"), [a.port, b.port]).start()
+    front = Poller(f"{balancer.url}/nearest/3?ip=142.104.1.1")
+    try:
+        b.stop(signal.SIGKILL)
+        time.sleep(2 * INACTIVE)
+        b.start(wait_connected=False)
+        first = set(listed(b))
+        first_state = b.health()["status"]
+        wait_until(lambda: fresh(b, hosts, time.time() - 2 * INTERVAL), 30, what="B fresh again",
+                   explain=lambda: tails({"server B": b.log()}))
+        wait_until(lambda: b.health()["status"] == "ok", INACTIVE + 10, what="B says ok")
+    finally:
+        codes = front.stop()
+        balancer.stop()
+    print(f"server B down {2 * INACTIVE:g} s: first answer {len(first)}/{len(hosts)} caches, /healthz "
+          f"{first_state!r}; balancer {codes.count(200)}/{len(codes)} 200")
+    assert set(hosts) <= first, first
+    assert first_state in ("stale", "ok")
+    assert "purged" not in a.log() and "purged" not in b.log()
+    assert codes and all(code == 200 for code in codes), [c for c in codes if c != 200][:5]
 
 
 def test_two_thousand_simulated_agents_and_a_node_kill(tmp_path, cluster, deployment, exchange):
