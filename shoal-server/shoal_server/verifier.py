@@ -121,10 +121,74 @@ def _recv(sock: socket.socket, deadline: float, clock: Callable[[], float]) -> b
         raise _Expired() from None
 
 
+Resolver = Callable[[str, int], List[Tuple[str, int]]]
+MAX_PENDING_LOOKUPS = 32
+_pending_lookups = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
+
+
+def system_resolve(host: str, port: int) -> List[Tuple[str, int]]:
+    """``(address, port)`` pairs for a TCP connection to ``host``, from the system resolver."""
+    return [info[4][:2] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def lookup(host: str, port: int, timeout: float, resolve: Resolver = system_resolve) -> List[Tuple[str, int]]:
+    """Resolve ``host`` within ``timeout`` s; raise _Expired or OSError.
+
+    The system resolver takes no timeout (its own is resolv.conf's, seconds per server and try), and
+    the host name comes from an agent's heartbeat: a name whose DNS never answers must cost one
+    fetch's deadline, like a dripping peer. So the lookup runs in a daemon thread that is abandoned
+    at the deadline; at most MAX_PENDING_LOOKUPS such threads exist at once.
+    """
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return [(host, port)]
+    except OSError:
+        pass
+    if not _pending_lookups.acquire(blocking=False):
+        raise OSError(f"{MAX_PENDING_LOOKUPS} name lookups already pending")
+    done = threading.Event()
+    answer: List[List[Tuple[str, int]]] = []
+    failure: List[OSError] = []
+
+    def run() -> None:
+        try:
+            answer.append(resolve(host, port))
+        except OSError as err:
+            failure.append(err)
+        finally:
+            done.set()
+            _pending_lookups.release()
+
+    threading.Thread(target=run, name="verifier-lookup", daemon=True).start()
+    if not done.wait(timeout):
+        raise _Expired()
+    if failure:
+        raise failure[0]
+    return answer[0]
+
+
+def _connect(proxy_host: str, proxy_port: int, deadline: float, clock: Callable[[], float],
+             resolve: Resolver) -> socket.socket:
+    """A connection to the first address of ``proxy_host`` that accepts one before ``deadline``."""
+    last: Optional[OSError] = None
+    for address in lookup(proxy_host, proxy_port, deadline - clock(), resolve):
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise _Expired()
+        try:
+            return socket.create_connection(address, timeout=remaining)
+        except socket.timeout:
+            raise _Expired() from None
+        except OSError as err:
+            last = err
+    raise last or OSError(f"no address for {proxy_host}")
+
+
 def fetch_through(proxy_host: str, proxy_port: int, target: Target, timeout: float,
-                  clock: Callable[[], float] = time.monotonic) -> Outcome:
-    """GET ``target`` via the proxy, within ``timeout`` seconds overall: connect, status line, headers
-    and body share one deadline, so a peer that drips its answer a byte at a time is cut off on time.
+                  clock: Callable[[], float] = time.monotonic, resolve: Resolver = system_resolve) -> Outcome:
+    """GET ``target`` via the proxy, within ``timeout`` seconds overall: name lookup, connect, status
+    line, headers and body share one deadline, so a peer that drips its answer a byte at a time, or a
+    host name whose DNS never answers, is cut off on time.
 
     HTTP/1.0 with ``Connection: close``: the answer ends at Content-Length or at the close, never chunked.
     """
@@ -132,7 +196,7 @@ def fetch_through(proxy_host: str, proxy_port: int, target: Target, timeout: flo
     request = (f"GET {target.url} HTTP/1.0\r\nHost: {target.host_header}\r\nUser-Agent: {USER_AGENT}\r\n"
                "Connection: close\r\n\r\n").encode("ascii")
     try:
-        with socket.create_connection((proxy_host, proxy_port), timeout=timeout) as sock:
+        with _connect(proxy_host, proxy_port, deadline, clock, resolve) as sock:
             remaining = deadline - clock()
             if remaining <= 0:
                 raise _Expired()

@@ -15,6 +15,7 @@ import pytest
 from shoal_server.config import CacheSettings
 from shoal_server.heartbeat import Heartbeat
 from shoal_server.table import CacheEntry, CacheTable
+from shoal_server import verifier
 from shoal_server.verifier import Verifier, fetch_through, log_text, verification_targets
 
 PATH = "/cvmfs/test.example.org/.cvmfspublished"
@@ -180,3 +181,36 @@ def test_remote_text_cannot_forge_log_lines(caches, caplog):
 def test_log_text_escapes_controls():
     assert log_text("a\r\nb\x1b[31m\u202e") == "a\\r\\nb\\x1b[31m\\u202e"
     assert len(log_text("x" * 1000, limit=50)) == 50
+
+
+@pytest.fixture
+def stalled_dns():
+    """A resolver that never answers until the test ends (a name whose DNS server drops queries)."""
+    release = threading.Event()
+
+    def resolve(host, port):
+        release.wait(60)
+        raise OSError("resolver gave up")
+
+    yield resolve
+    release.set()
+
+
+def test_a_host_name_whose_dns_never_answers_costs_one_deadline_not_a_stalled_thread(caches, stalled_dns):
+    start = time.monotonic()
+    outcome = fetch_through("stalled-dns.example.org", caches("good").port, target(), 1.0, resolve=stalled_dns)
+    elapsed = time.monotonic() - start
+    assert not outcome.ok and "timed out" in outcome.reason
+    assert elapsed < 10, elapsed      # the resolver would have held it for 60 s
+
+
+def test_a_host_name_is_resolved_and_the_cache_reached(caches):
+    assert fetch_through("localhost", caches("good").port, target(), 2.0).ok
+
+
+def test_abandoned_lookups_are_capped(caches, stalled_dns):
+    port = caches("good").port
+    for i in range(verifier.MAX_PENDING_LOOKUPS):
+        assert "timed out" in fetch_through(f"s{i}.example.org", port, target(), 0.05, resolve=stalled_dns).reason
+    outcome = fetch_through("one-more.example.org", port, target(), 1.0, resolve=stalled_dns)
+    assert not outcome.ok and "name lookups already pending" in outcome.reason
