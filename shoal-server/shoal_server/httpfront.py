@@ -250,6 +250,10 @@ class HTTPFront:
     def open_connections(self) -> int:
         return self._open
 
+    def stats(self) -> Dict[str, int]:
+        """The counters for /metrics (read without a lock: each is one int an event-loop thread bumps)."""
+        return {"open": self._open, "rejected": self.rejected, "evicted": self.evicted, "refused": self.refused}
+
     def prepare(self) -> None:
         """Create the listening socket; raise OSError if the address is unusable."""
         host, port = self.bind

@@ -50,6 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     general = config.general
     server = HTTPFront((general.host, general.port), service.wsgi(), front_settings(general))
+    service.watch_front(server.stats)
     try:
         server.prepare()
     except OSError as err:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import re
-from typing import Iterable, Tuple
+from typing import Callable, Iterable, Mapping, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -108,6 +108,27 @@ class TableCollector(Collector):
                                 value=self._status.disconnected_for())
 
 
+class FrontCollector(Collector):
+    """The built-in HTTP front's own counters (httpfront.HTTPFront.stats): what never reached the app."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._stats()
+        yield GaugeMetricFamily("shoal_http_connections_open", "Client connections the HTTP front holds open.",
+                                value=stats["open"])
+        yield CounterMetricFamily("shoal_http_front_rejected",
+                                  "Requests the HTTP front answered itself (414/431/408/400...): limits and deadlines.",
+                                  value=stats["rejected"])
+        yield CounterMetricFamily("shoal_http_front_evicted",
+                                  "Idle connections closed to make room for a newcomer (http_max_connections).",
+                                  value=stats["evicted"])
+        yield CounterMetricFamily("shoal_http_front_refused",
+                                  "Connections answered 503: http_max_connections open and all busy.",
+                                  value=stats["refused"])
+
+
 class Metrics:
     """The registry of one app: table collector plus request counters and latency histograms."""
 
@@ -118,6 +139,10 @@ class Metrics:
                                 ("endpoint", "code"), registry=self.registry)
         self.latency = Histogram("shoal_http_request_duration_seconds", "Time to answer a request, by endpoint.",
                                  ("endpoint",), buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def watch_front(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Also expose the built-in HTTP front's counters (not under mod_wsgi: Apache has its own)."""
+        self.registry.register(FrontCollector(stats))
 
     def observe(self, path: str, status_line: str, seconds: float) -> None:
         endpoint = endpoint_name(path)

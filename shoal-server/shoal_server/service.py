@@ -5,7 +5,7 @@ import atexit
 import logging
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Mapping, Optional
 
 from .config import ServerConfig
 from .consumer import Consumer, ConsumerStatus, HeartbeatSink, RateLimit
@@ -74,6 +74,10 @@ class ShoalService:
 
     def wsgi(self) -> Callable:
         return self._wsgi
+
+    def watch_front(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Put the built-in HTTP front's counters on /metrics."""
+        self.app.shoal.metrics.watch_front(stats)  # type: ignore[attr-defined]
 
     def start(self) -> None:
         """Start the consumer and purge threads once per process."""

@@ -90,12 +90,25 @@ def test_header_bombs_are_refused_and_memory_stays_bounded(live):
     assert after - before < 32 * 1024, (before, after)
 
 
+def front_counters(srv):
+    """The front's own counters from /metrics (name without shoal_http_front_ -> value)."""
+    import urllib.request
+    with urllib.request.urlopen(srv.url + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {line.split()[0][len("shoal_http_front_"):]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith("shoal_http_front_") and "_created" not in line.split()[0]}
+
+
 def test_request_line_and_headers_have_limits(live):
+    before = front_counters(live)
     status, _ = header_bomb("127.0.0.1", live.port, 20000, line=True, timeout=5)
     assert status == 431
     with socket.create_connection(("127.0.0.1", live.port), timeout=5) as s:
         s.sendall(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 414 ")
+    # What the front refused by itself shows on /metrics, since the app never saw it.
+    after = front_counters(live)
+    assert after["rejected_total"] - before["rejected_total"] == 2, (before, after)
 
 
 def test_more_idle_sockets_than_the_connection_cap_do_not_lock_clients_out(server_factory):
@@ -112,3 +125,4 @@ def test_more_idle_sockets_than_the_connection_cap_do_not_lock_clients_out(serve
         attack.join(10)
     assert_all_answered_fast(results)
     assert attack.closed >= 200          # the longest-waiting idlers made room
+    assert front_counters(srv)["evicted_total"] >= 200
