@@ -128,7 +128,7 @@ _pending_lookups = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
 
 def system_resolve(host: str, port: int) -> List[Tuple[str, int]]:
     """``(address, port)`` pairs for a TCP connection to ``host``, from the system resolver."""
-    return [info[4][:2] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    return [(str(info[4][0]), int(info[4][1])) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
 def lookup(host: str, port: int, timeout: float, resolve: Resolver = system_resolve) -> List[Tuple[str, int]]:

@@ -7,6 +7,7 @@ PID, and everything lives under ``base_dir``.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,10 +18,22 @@ from typing import Dict, List, Optional
 RABBIT_BIN = "/usr/lib/rabbitmq/bin"
 
 
+# Below Linux's ephemeral range (ip_local_port_range 32768-60999): a port handed out here is
+# never some outgoing connection's source port by the time the process binds it.
+PORT_RANGE = (20000, 32767)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port free on every address (also 127.0.0.2/.3, where cluster nodes listen)."""
+    for _ in range(200):
+        port = random.randint(*PORT_RANGE)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {PORT_RANGE}")
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 60.0, proc: Optional[subprocess.Popen] = None) -> None:
