@@ -21,6 +21,7 @@ HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 class RabbitCluster:
     def __init__(self, base_dir: str, partition_handling: str = "autoheal", net_ticktime: int = 4,
                  extra_config: str = "") -> None:
+        self.partition_handling = partition_handling
         tag = uuid.uuid4().hex[:6]
         cookie = secrets.token_hex(16).upper()
         config = f"cluster_partition_handling = {partition_handling}\n" + extra_config
