@@ -1,21 +1,24 @@
 """Issue 16 on a real 3-node RabbitMQ cluster: partitions that do not heal by themselves, and a rolling restart.
 
-With ``cluster_partition_handling = ignore`` (RabbitMQ's default) or ``pause_minority``, node 1
-hung (SIGSTOP) for longer than net_ticktime and resumed leaves the partition rel1 | rel2+rel3:
-rel1 forgets the servers' queues on rel2/rel3, so a heartbeat published there is confirmed and
-routed nowhere. Both servers consume on the majority; four of six agents prefer node 1. Every
-agent must reach both servers throughout (an unrouted heartbeat is a failure: next broker), nothing
-is purged, /healthz says "ok", and the balancer lists every cache. Then node 1 is restarted by hand
-(the documented recovery), and the three nodes are restarted one by one under the same load.
+With ``cluster_partition_handling = ignore`` (RabbitMQ's default), node 1 hung (SIGSTOP) for
+longer than net_ticktime and resumed leaves the partition rel1 | rel2+rel3: rel1 forgets the
+servers' queues on rel2/rel3, so a heartbeat published there is confirmed and routed nowhere.
+With ``pause_minority`` node 1 finds itself in the minority, stops and rejoins. Both servers
+consume on the majority; four of six agents prefer node 1. Every agent must reach both servers
+throughout (an unrouted heartbeat is a failure: next broker), nothing is purged, /healthz says
+"ok", and the balancer lists every cache. Then node 1 is restarted by hand
+if still partitioned (the documented recovery), and the three nodes are restarted one by one.
 """
+import os
 import time
 
 import pytest
 
 from rel_support import CLUSTER_FAILBACK as FAILBACK, CLUSTER_INACTIVE as INACTIVE, CLUSTER_INTERVAL as INTERVAL
-from rel_support import (VICTORIA, FrontPoller, Watcher, consuming_from, fresh, listed, max_gap, no_traceback,
+from rel_support import (VICTORIA, FrontPoller, Watcher, consuming_from, fresh, max_gap, no_traceback,
                          wait_until)
 from support.balancer import Balancer
+from support.procs import read_files
 from support.rabbitcluster import RabbitCluster
 
 pytestmark = pytest.mark.integration
@@ -25,9 +28,10 @@ WATCH = 2 * FAILBACK + INACTIVE   # agents fail back into the cut-off node at le
 
 
 @pytest.fixture(scope="module")
-def cluster(request, tmp_path_factory):
-    """One cluster per partition handling (``indirect`` parametrization), shared by the tests asking for it."""
-    nodes = RabbitCluster(str(tmp_path_factory.mktemp(request.param)), partition_handling=request.param).start()
+def cluster(tmp_path_factory):
+    """One cluster with the shipped autoheal in its files; each test sets the handling it needs at
+    run time (one boot instead of three: about 40 s each on a loaded CI machine)."""
+    nodes = RabbitCluster(str(tmp_path_factory.mktemp("cluster")), partition_handling="autoheal").start()
     yield nodes
     nodes.stop()
 
@@ -44,17 +48,27 @@ def start_fleet(deployment, agents):
     return servers, crew, hosts
 
 
+def node_log(node):
+    return read_files(node.base_dir, os.path.join("log", "rabbit.log"))
+
+
+def partitions(cluster):
+    """Node name -> the partition it reports, for every node that reports one."""
+    seen = {node.name.split("@")[0]: cluster.partitions(node) for node in cluster.nodes}
+    return {name: text for name, text in seen.items() if text != "[]"}
+
+
 def restart(cluster, node):
     """Stop ``node`` cleanly and start it again (``systemctl restart``: the documented recovery of a
-    partition's minority, and one step of a rolling restart); wait until every node sees all three."""
+    partition's minority, and one step of a rolling restart); wait until it sees all three running."""
     node.stop()
     node.start(timeout=150)
-    for via in cluster.nodes:
-        cluster.wait_running(3, timeout=90, via=via)
+    cluster.wait_running(3, timeout=90, via=node)
 
 
-@pytest.mark.parametrize("cluster", ["ignore", "pause_minority"], indirect=True)
-def test_a_lasting_partition_loses_no_minority_agent(tmp_path, cluster, deployment):
+@pytest.mark.parametrize("handling", ["ignore", "pause_minority"])
+def test_a_lasting_partition_loses_no_minority_agent(tmp_path, cluster, deployment, handling):
+    cluster.set_partition_handling(handling)
     crew_spec = [(f"minor{i}", (0, 1, 2)) for i in range(4)] + [("two", (1, 2, 0)), ("three", (2, 1, 0))]
     (a, b), crew, hosts = start_fleet(deployment, crew_spec)
     balancer = Balancer(str(tmp_path / "haproxy"), [a.port, b.port]).start()
@@ -62,24 +76,27 @@ def test_a_lasting_partition_loses_no_minority_agent(tmp_path, cluster, deployme
     for watcher in watchers:
         watcher.start()
     front = FrontPoller(f"{balancer.url}/nearest/{len(hosts)}?ip={VICTORIA}")
-    node1, node2 = cluster.nodes[0], cluster.nodes[1]
+    node1 = cluster.nodes[0]
     healed = None
     try:
-        start = time.time()
+        start, log_mark = time.time(), len(node_log(node1))
         node1.pause()
         time.sleep(HANG)
         node1.resume()
         resumed = time.time()
-        # The partition persists: node 2 sees node 1 running but partitioned (or node 1 paused itself).
-        partition = wait_until(lambda: cluster.partitions(node2) != "[]" and cluster.partitions(node2), 30,
-                               step=0.5, what="a partition after the long hang")
-        time.sleep(max(0.0, resumed + WATCH - time.time()))
-        still = cluster.partitions(node2)
+        # Some node sees the partition (under pause_minority node 1 may stop and rejoin meanwhile).
+        seen = []
+        while time.time() < resumed + WATCH:
+            seen.append(partitions(cluster))
+            time.sleep(1.0)
+        partition = next((p for p in seen if p), {})
+        still = partitions(cluster)
         health = [s.health() for s in (a, b)]
         end = time.time()
         heal_start = time.time()
-        restart(cluster, node1)
-        healed = time.time() - heal_start
+        if still:
+            restart(cluster, node1)
+            healed = time.time() - heal_start
         wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
                    what="every agent fresh on both servers after the heal")
     finally:
@@ -90,15 +107,21 @@ def test_a_lasting_partition_loses_no_minority_agent(tmp_path, cluster, deployme
         node1.resume()
     gaps = {(name, h): max_gap(w, h, start, end, INACTIVE) for name, w in zip("AB", watchers) for h in hosts}
     unrouted = sum(agent.output().count("has no server queue bound") for agent in crew)
-    print(f"{cluster.partition_handling}: partition {partition} still {still} {WATCH:.0f} s after "
-          f"the resume; max silence of an agent on A/B {max(gaps.values()):.1f} s; {unrouted} unrouted publishes "
-          f"moved on; manual heal {healed:.1f} s; balancer {len(front.answers)} answers, "
+    paused = "Cluster minority/secondary status detected" in node_log(node1)[log_mark:]
+    print(f"{handling}: node 1 paused itself: {paused}; partition {partition}, still {still} "
+          f"{WATCH:.0f} s after the resume; max silence of an agent on A/B {max(gaps.values()):.1f} s; {unrouted} unrouted publishes "
+          f"moved on; manual heal {'not needed' if healed is None else f'{healed:.1f} s'}; balancer {len(front.answers)} answers, "
           f"{len(front.missing(hosts))} incomplete")
-    # The partition is real and lasting: this is not autoheal's case.
-    assert still != "[]", still
+    if handling == "ignore":
+        # A real and lasting partition: this is not autoheal's case.
+        assert partition and still, seen
+        assert unrouted > 0          # the agents did publish on the cut-off node and moved on
+    else:
+        # Either node 1 found itself in the minority and paused until it could rejoin, or (when the
+        # others were back first) nobody was a minority and the partition lasts as under ignore.
+        assert paused or (partition and still and unrouted > 0), seen
     # No silent loss: both servers heard every agent, the four on the cut-off node too, at least every inactive time.
     assert max(gaps.values()) < INACTIVE, {k: round(v, 1) for k, v in gaps.items() if v >= INACTIVE}
-    assert unrouted > 0          # the agents did publish on the cut-off node and moved on
     # No false purge; /healthz truthful (the servers are on the majority and hear everyone); no traceback.
     assert "purged" not in a.log() and "purged" not in b.log()
     assert [h["status"] for h in health] == ["ok", "ok"], health
@@ -108,14 +131,13 @@ def test_a_lasting_partition_loses_no_minority_agent(tmp_path, cluster, deployme
     assert front.answers and front.missing(hosts) == [], front.missing(hosts)[:5]
 
 
-@pytest.mark.parametrize("cluster", ["pause_minority"], indirect=True)
 def test_a_rolling_restart_of_the_three_nodes(tmp_path, cluster, deployment):
     """Each node stopped cleanly (``rabbitmqctl stop``, as a package upgrade does) and started again,
     waiting for it to rejoin before the next: servers and agents follow, the balancer lists every
-    cache throughout, nothing is purged. A clean stop is no partition: the handling mode plays no part."""
-    for via in cluster.nodes:      # an earlier test may have left a partition: start from a clean cluster
-        if cluster.partitions(via) != "[]":
-            restart(cluster, via)
+    cache throughout, nothing is purged."""
+    if partitions(cluster):        # an earlier test left a partition: start from a clean cluster
+        restart(cluster, cluster.nodes[0])
+    cluster.set_partition_handling("autoheal")   # the shipped setting, as every restarted node reads it
     crew_spec = [(f"roll{i}", (i % 3, (i + 1) % 3, (i + 2) % 3)) for i in range(6)]
     (a, b), crew, hosts = start_fleet(deployment, crew_spec)
     balancer = Balancer(str(tmp_path / "haproxy"), [a.port, b.port]).start()

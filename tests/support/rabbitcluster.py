@@ -56,6 +56,13 @@ class RabbitCluster:
         self.wait_running(len(self.nodes))
         return self
 
+    def set_partition_handling(self, mode: str) -> None:
+        """Set ``cluster_partition_handling`` on every running node (what rabbitmq.conf sets at boot;
+        the node monitor reads it at each decision). A node started later reads its file again."""
+        for node in self.nodes:
+            node.ctl("eval", f"application:set_env(rabbit, cluster_partition_handling, {mode}).", timeout=30)
+        self.partition_handling = mode
+
     def running(self, via: Optional[RabbitNode] = None) -> List[str]:
         """The running members as ``via`` (default: the first node) sees them."""
         out = (via or self.nodes[0]).ctl("eval", "rabbit_nodes:all_running().", timeout=20)
