@@ -10,14 +10,18 @@ throughout (an unrouted heartbeat is a failure: next broker), nothing is purged,
 if still partitioned (the documented recovery), and the three nodes are restarted one by one.
 """
 import os
+import threading
 import time
 
+import pika
+import pika.exceptions
 import pytest
 
 from rel_support import CLUSTER_FAILBACK as FAILBACK, CLUSTER_INACTIVE as INACTIVE, CLUSTER_INTERVAL as INTERVAL
 from rel_support import (VICTORIA, FrontPoller, Watcher, consuming_from, fresh, max_gap, no_traceback,
                          wait_until)
 from support.balancer import Balancer
+from support.heartbeats import Publisher, upstream_heartbeat
 from support.procs import read_files
 from support.rabbitcluster import RabbitCluster
 
@@ -36,16 +40,47 @@ def cluster(tmp_path_factory):
     nodes.stop()
 
 
-def start_fleet(deployment, agents):
+def start_fleet(deployment, agents, cache=None, before_agents=lambda: None):
     """Servers A (node 2 first) and B (node 3 first), ``agents`` = [(name, node order)], all fresh and armed."""
     make_server, make_agent = deployment
-    servers = [make_server("serverA", 1, 2, 0), make_server("serverB", 2, 1, 0)]
+    servers = [make_server("serverA", 1, 2, 0, cache=cache), make_server("serverB", 2, 1, 0, cache=cache)]
+    before_agents()
     crew = [make_agent(name, *order) for name, order in agents]
     hosts = [agent.hostname for agent in crew]
     for server in servers:
         wait_until(lambda: fresh(server, hosts, time.time() - 2 * INTERVAL), 30, what="every agent on both servers")
         wait_until(lambda: "cache expiry resumed" in server.log(), INACTIVE + 15, what="expiry armed")
     return servers, crew, hosts
+
+
+class LegacyAgents(threading.Thread):
+    """Caches announced as agents before issue 16 did: one broker (node 1), no publisher confirms, an
+    unrouted heartbeat taken for success; after an error, the same broker again a second later."""
+
+    ADDRESSES = ("188.184.2.1", "131.225.2.1", "142.90.2.1")
+
+    def __init__(self, node, exchange):
+        super().__init__(daemon=True)
+        self.node, self.exchange, self._halt = node, exchange, threading.Event()
+        self.beats = [upstream_heartbeat(ip, uuid=f"legacy-{i}", hostname=f"legacy{i}.squid.example.org")
+                      for i, ip in enumerate(self.ADDRESSES)]
+        self.hosts = [beat["hostname"] for beat in self.beats]
+
+    def run(self):
+        params = pika.ConnectionParameters(self.node.host, self.node.amqp_port, connection_attempts=1,
+                                           socket_timeout=2, stack_timeout=3)
+        pub = None
+        while not self._halt.wait(INTERVAL):
+            try:
+                pub = pub or Publisher(self.exchange, params=params)
+                for beat in self.beats:
+                    pub.send({**beat, "timestamp": time.time()})
+            except (pika.exceptions.AMQPError, OSError):
+                pub = None
+
+    def stop(self):
+        self._halt.set()
+        self.join(10)
 
 
 def node_log(node):
@@ -67,16 +102,24 @@ def restart(cluster, node):
 
 
 @pytest.mark.parametrize("handling", ["ignore", "pause_minority"])
-def test_a_lasting_partition_loses_no_minority_agent(tmp_path, cluster, deployment, handling):
+def test_a_lasting_partition_loses_no_minority_agent(tmp_path, cluster, deployment, exchange, handling):
+    """Under ``ignore`` three legacy caches publish on node 1 too: cut off with it, they are the lost
+    minority the servers' guard holds (``cache_silence_hold`` 120 s here), saying "stale"."""
     cluster.set_partition_handling(handling)
+    node1 = cluster.nodes[0]
+    legacy = LegacyAgents(node1, exchange)
     crew_spec = [(f"minor{i}", (0, 1, 2)) for i in range(4)] + [("two", (1, 2, 0)), ("three", (2, 1, 0))]
-    (a, b), crew, hosts = start_fleet(deployment, crew_spec)
+    (a, b), crew, hosts = start_fleet(deployment, crew_spec, cache={"cache_silence_hold": 120},
+                                      before_agents=legacy.start if handling == "ignore" else lambda: None)
+    everyone = hosts + (legacy.hosts if legacy.is_alive() else [])
+    for server in (a, b):
+        wait_until(lambda: fresh(server, everyone, time.time() - 2 * INTERVAL), 30, what="legacy caches listed")
+    time.sleep(1.0)   # the legacy caches established (heard for more than the inactive time)
     balancer = Balancer(str(tmp_path / "haproxy"), [a.port, b.port]).start()
     watchers = [Watcher(a), Watcher(b)]
     for watcher in watchers:
         watcher.start()
-    front = FrontPoller(f"{balancer.url}/nearest/{len(hosts)}?ip={VICTORIA}")
-    node1 = cluster.nodes[0]
+    front = FrontPoller(f"{balancer.url}/nearest/{len(everyone)}?ip={VICTORIA}")
     healed = None
     try:
         start, log_mark = time.time(), len(node_log(node1))
@@ -97,21 +140,24 @@ def test_a_lasting_partition_loses_no_minority_agent(tmp_path, cluster, deployme
         if still:
             restart(cluster, node1)
             healed = time.time() - heal_start
-        wait_until(lambda: all(fresh(s, hosts, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
+        wait_until(lambda: all(fresh(s, everyone, time.time() - 2 * INTERVAL) for s in (a, b)), 30,
                    what="every agent fresh on both servers after the heal")
+        recovered = [s.health() for s in (a, b)]
     finally:
         front.stop()
         for watcher in watchers:
             watcher.stop()
         balancer.stop()
+        legacy.stop()
         node1.resume()
     gaps = {(name, h): max_gap(w, h, start, end, INACTIVE) for name, w in zip("AB", watchers) for h in hosts}
     unrouted = sum(agent.output().count("has no server queue bound") for agent in crew)
     paused = "Cluster minority/secondary status detected" in node_log(node1)[log_mark:]
     print(f"{handling}: node 1 paused itself: {paused}; partition {partition}, still {still} "
-          f"{WATCH:.0f} s after the resume; max silence of an agent on A/B {max(gaps.values()):.1f} s; {unrouted} unrouted publishes "
-          f"moved on; manual heal {'not needed' if healed is None else f'{healed:.1f} s'}; balancer {len(front.answers)} answers, "
-          f"{len(front.missing(hosts))} incomplete")
+          f"{WATCH:.0f} s after the resume; max silence of an agent on A/B {max(gaps.values()):.1f} s; "
+          f"{unrouted} unrouted publishes "
+          f"moved on; manual heal {'not needed' if healed is None else f'{healed:.1f} s'}; /healthz {health}; "
+          f"balancer {len(front.answers)} answers, {len(front.missing(everyone))} incomplete")
     if handling == "ignore":
         # A real and lasting partition: this is not autoheal's case.
         assert partition and still, seen
@@ -122,13 +168,16 @@ def test_a_lasting_partition_loses_no_minority_agent(tmp_path, cluster, deployme
         assert paused or (partition and still and unrouted > 0), seen
     # No silent loss: both servers heard every agent, the four on the cut-off node too, at least every inactive time.
     assert max(gaps.values()) < INACTIVE, {k: round(v, 1) for k, v in gaps.items() if v >= INACTIVE}
-    # No false purge; /healthz truthful (the servers are on the majority and hear everyone); no traceback.
+    # No false purge (the legacy caches neither); /healthz truthful: "ok" while the servers hear every
+    # agent, "stale" naming the legacy caches while they are cut off; no traceback.
     assert "purged" not in a.log() and "purged" not in b.log()
-    assert [h["status"] for h in health] == ["ok", "ok"], health
-    assert all(h["caches"] == len(hosts) for h in health), health
+    cut_off = len(everyone) - len(hosts)
+    assert [(h["status"], h["silent_together"]) for h in health] == [("stale" if cut_off else "ok", cut_off)] * 2, health
+    assert all(h["caches"] == len(everyone) for h in health), health
+    assert [h["status"] for h in recovered] == ["ok", "ok"], recovered
     assert no_traceback(a.log(), b.log(), *(agent.output() for agent in crew)) == []
     # The balancer listed every cache in every answer.
-    assert front.answers and front.missing(hosts) == [], front.missing(hosts)[:5]
+    assert front.answers and front.missing(everyone) == [], front.missing(everyone)[:5]
 
 
 def test_a_rolling_restart_of_the_three_nodes(tmp_path, cluster, deployment):
