@@ -80,7 +80,8 @@ class LegacyAgents(threading.Thread):
 
     def stop(self):
         self._halt.set()
-        self.join(10)
+        if self.ident is not None:    # started
+            self.join(10)
 
 
 def node_log(node):
@@ -88,8 +89,14 @@ def node_log(node):
 
 
 def partitions(cluster):
-    """Node name -> the partition it reports, for every node that reports one."""
-    seen = {node.name.split("@")[0]: cluster.partitions(node) for node in cluster.nodes}
+    """Node name -> the partition it reports, for every node that reports one; "stopped" for a node
+    whose RabbitMQ application is not running (paused by pause_minority, or restarting)."""
+    seen = {}
+    for node in cluster.nodes:
+        try:
+            seen[node.name.split("@")[0]] = cluster.partitions(node)
+        except RuntimeError:          # no rabbit_node_monitor: the application is stopped
+            seen[node.name.split("@")[0]] = "stopped"
     return {name: text for name, text in seen.items() if text != "[]"}
 
 
