@@ -65,6 +65,10 @@ class CacheSettings:
     # How long expiry waits while no heartbeat at all arrives (a cluster-wide stall looks like
     # every cache dying at once) before it believes the silence; 0: 4 x cache_inactive_time.
     cache_silence_hold: float = setting(0.0, to_float(0, 7 * 86400))
+    # The lost-minority guard: when at least this fraction of the established caches (and 3 or
+    # more) fall silent together while others keep beating -- a cut-off broker node, not so many
+    # deaths at once -- they are kept until silent for cache_silence_hold. 0: off.
+    cache_mass_silence: float = setting(0.25, to_float(0.0, 1.0))
 
     def window(self) -> float:
         """The stale/future window in seconds."""

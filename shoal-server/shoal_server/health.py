@@ -5,7 +5,7 @@ Pure logic, no I/O: the inputs are counters the consumer and the purge keep.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Tuple
 
 OK = "ok"                    # connected, heartbeats flow: the table is current
 STALE = "stale"              # a kept table (broker outage or stall, restored snapshot): still the best answer
@@ -18,6 +18,8 @@ class Health:
 
     state: str
     reason: str
+    overdue: int = 0     # caches kept though silent for longer than the inactive time
+    together: int = 0    # of them or about to be: the caches of a mass silence (a cut-off broker node?)
 
     @property
     def http_status(self) -> str:
@@ -31,10 +33,11 @@ def flow_window(inactive: float) -> float:
 
 
 def assess_health(caches: int, disconnected_for: float, inactive: float, silent_for: Optional[float],
-                  overdue: int = 0) -> Health:
+                  overdue: int = 0, together: int = 0) -> Health:
     """The state from the table size, the consumer's connection, the time since any heartbeat and
     ``overdue``, the caches kept though silent for longer than the inactive time (expiry waiting
-    after an outage or a restart from an old snapshot).
+    after an outage or a restart from an old snapshot), and ``together``, the caches of a mass
+    silence (service.mass_silence: a broker node cut off with its agents).
 
     A balancer keeps "stale" servers in rotation: during a cluster outage every server is stale
     and their kept tables are what clients need (a 503 there would turn a broker fault into a
@@ -42,15 +45,24 @@ def assess_health(caches: int, disconnected_for: float, inactive: float, silent_
     is taken out. A connected server that simply has no cache announced yet is "ok": its empty
     answer is the truth.
     """
+    state, reason = _state(caches, disconnected_for, inactive, silent_for, overdue, together)
+    return Health(state, reason, overdue, together)
+
+
+def _state(caches: int, disconnected_for: float, inactive: float, silent_for: Optional[float], overdue: int,
+           together: int) -> Tuple[str, str]:
     if caches == 0:
         if disconnected_for > inactive:
-            return Health(UNAVAILABLE, f"consumer disconnected for {disconnected_for:.0f} s and no table to serve")
-        return Health(OK, "connected; no cache announced")
+            return (UNAVAILABLE, f"consumer disconnected for {disconnected_for:.0f} s and no table to serve")
+        return (OK, "connected; no cache announced")
     if disconnected_for > 0:
-        return Health(STALE, f"consumer disconnected for {disconnected_for:.0f} s; serving the kept table")
+        return (STALE, f"consumer disconnected for {disconnected_for:.0f} s; serving the kept table")
     if silent_for is None or silent_for > flow_window(inactive):
-        return Health(STALE, "no heartbeat arrives from any cache; serving the kept table")
+        return (STALE, "no heartbeat arrives from any cache; serving the kept table")
+    if together:
+        return (STALE, f"{together} of {caches} caches fell silent together while others beat (a cut-off "
+                       "broker node?); kept until silent for cache_silence_hold")
     if overdue:
-        return Health(STALE, f"{overdue} cache(s) kept though not heard for longer than the inactive time "
-                             "(until fresh heartbeats arrive)")
-    return Health(OK, "connected; heartbeats flow")
+        return (STALE, f"{overdue} cache(s) kept though not heard for longer than the inactive time "
+                       "(until fresh heartbeats arrive)")
+    return (OK, "connected; heartbeats flow")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import re
-from typing import Callable, Iterable, Mapping, Tuple
+from typing import Callable, Iterable, Mapping, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,6 +19,7 @@ except ImportError:  # prometheus_client < 0.16 (EL 9/EPEL 9 era): collectors ar
     Collector = object  # type: ignore[misc,assignment]
 
 from .consumer import ConsumerStatus
+from .health import OK, STALE, UNAVAILABLE, Health
 from .table import CacheTable
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -49,8 +50,9 @@ def endpoint_name(path: str) -> str:
 class TableCollector(Collector):
     """Cache counts and loads from one table snapshot, and the consumer's counters, per scrape."""
 
-    def __init__(self, table: CacheTable, status: ConsumerStatus) -> None:
-        self._table, self._status = table, status
+    def __init__(self, table: CacheTable, status: ConsumerStatus,
+                 health: Optional[Callable[[], Health]] = None) -> None:
+        self._table, self._status, self._health = table, status, health
 
     def collect(self) -> Iterable[Metric]:
         entries = self._table.snapshot()
@@ -106,6 +108,22 @@ class TableCollector(Collector):
         yield GaugeMetricFamily("shoal_consumer_disconnected_seconds",
                                 "Seconds since the consumer lost its connection (0 while connected).",
                                 value=self._status.disconnected_for())
+        if self._health is not None:
+            yield from health_metrics(self._health())
+
+
+def health_metrics(health: Health) -> Iterable[Metric]:
+    """/healthz as gauges: the state (1 for the current one) and the caches kept though silent."""
+    state = GaugeMetricFamily("shoal_health", "1 for the /healthz state this server is in.", labels=("state",))
+    for name in (OK, STALE, UNAVAILABLE):
+        state.add_metric((name,), 1 if health.state == name else 0)
+    yield state
+    yield GaugeMetricFamily("shoal_caches_overdue",
+                            "Caches kept though silent for longer than cache_inactive_time (expiry waits "
+                            "for the broker, or holds a mass silence).", value=health.overdue)
+    yield GaugeMetricFamily("shoal_caches_silent_together",
+                            "Established caches that fell silent together while others beat (a cut-off "
+                            "broker node?): kept until silent for cache_silence_hold.", value=health.together)
 
 
 class FrontCollector(Collector):
@@ -132,9 +150,10 @@ class FrontCollector(Collector):
 class Metrics:
     """The registry of one app: table collector plus request counters and latency histograms."""
 
-    def __init__(self, table: CacheTable, status: ConsumerStatus) -> None:
+    def __init__(self, table: CacheTable, status: ConsumerStatus,
+                 health: Optional[Callable[[], Health]] = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(TableCollector(table, status))
+        self.registry.register(TableCollector(table, status, health))
         self.requests = Counter("shoal_http_requests", "HTTP requests answered, by endpoint and status code.",
                                 ("endpoint", "code"), registry=self.registry)
         self.latency = Histogram("shoal_http_request_duration_seconds", "Time to answer a request, by endpoint.",

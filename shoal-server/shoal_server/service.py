@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Callable, List, Mapping, Optional
 
+import numpy as np
+
 from .config import ServerConfig
 from .consumer import Consumer, ConsumerStatus, HeartbeatSink, RateLimit
 from .geo import GeoLocator, WatchedLocator
@@ -62,6 +64,7 @@ class ShoalService:
         self.snapshots = Snapshots(config.general.state_dir, config.rabbitmq.amqp_exchange, self.limits,
                                    cache.cache_inactive_time)
         self._expiry_paused: Optional[str] = None
+        self._held = 0                               # caches of a mass silence the last purge kept
         self._flow_since: Optional[float] = None    # when heartbeats started flowing again
         self._started_at = clock()
         self.stop_event = threading.Event()
@@ -126,7 +129,9 @@ class ShoalService:
         The broker explains it while the consumer is disconnected, and while no heartbeat at all
         arrives though connected (a paused node holding every agent's confirm, a cut-off node):
         N caches falling silent at the same moment is a broker fault, not N deaths. Either way
-        every cache gets a full inactive time counted from when heartbeats flow again.
+        every cache gets a full inactive time counted from when heartbeats flow again. While
+        others flow, a mass silence (``mass_silence``: a cut-off node's agents) is kept too, but
+        each of its caches only until silent for ``cache_silence_hold``: never a dead proxy for long.
         """
         ungranted = self.recheck_grants()   # whatever the broker's state: never served outside its grant
         now = self.clock()
@@ -151,10 +156,20 @@ class ShoalService:
         if self._expiry_paused:
             logger.info("cache expiry resumed")
             self._expiry_paused = None
-        gone = self.table.expire(now, inactive)
+        together = mass_silence(*self.table.silence(now), inactive, cache.cache_mass_silence)
+        self._log_mass_silence(together, cache.silence_hold())
+        gone = self.table.expire(now, inactive, hold=cache.silence_hold() if together else None)
         if gone:
             logger.info("purged %d inactive cache(s): %s", len(gone), ", ".join(gone[:10]))
         return ungranted + gone
+
+    def _log_mass_silence(self, together: int, hold: float) -> None:
+        if together and not self._held:
+            logger.warning("%d of %d caches fell silent together while others beat (a cut-off broker node?): "
+                           "kept until silent for %g s (cache_silence_hold)", together, len(self.table), hold)
+        elif self._held and not together:
+            logger.info("mass silence over: caches silent for cache_inactive_time expire again")
+        self._held = together
 
     def recheck_grants(self) -> List[str]:
         """After the grants file changed, remove every cache it no longer covers (it is never served)."""
@@ -175,9 +190,12 @@ class ShoalService:
         now = self.clock()
         inactive = self.config.cache.cache_inactive_time
         heard = self.status.heard_at()
-        return assess_health(len(self.table), self.status.disconnected_for(), inactive,
+        silent_for, heard_for = self.table.silence(now)
+        return assess_health(len(silent_for), self.status.disconnected_for(), inactive,
                              silent_for=None if heard is None else now - heard,
-                             overdue=self.table.silent_count(now, inactive))
+                             overdue=int((silent_for > inactive).sum()),
+                             together=mass_silence(silent_for, heard_for, inactive,
+                                                   self.config.cache.cache_mass_silence))
 
     def restore(self) -> int:
         """Load the table snapshot from ``state_dir`` (if any), so the first answers are not empty."""
@@ -244,6 +262,27 @@ def expiry_wait(connected: bool, since: float, flow_since: Optional[float], now:
     if now - flow_since < grace:
         return "connected recently" if now - since < grace + 1 else "heartbeats flow again, recently"
     return None
+
+
+MASS_SILENCE_MIN = 3   # fewer caches silent at once may well be real deaths (a small site's power cut)
+
+
+def mass_silence(silent_for: np.ndarray, heard_for: np.ndarray, inactive: float, fraction: float,
+                 minimum: int = MASS_SILENCE_MIN) -> int:
+    """How many established caches fell silent together, when they are a mass silence; else 0.
+
+    Established: heard from over at least ``inactive`` s (a one-shot or new uuid going quiet is
+    churn). Silent: no heartbeat for more than half of ``inactive`` (``flow_window``), i.e. beats
+    missed. A mass silence is at least ``fraction`` of the established caches and ``minimum``:
+    the agents of a broker node cut off from this server's (the minority of a partition, before
+    or without failover) all stop in the same interval while the others keep beating, which is not
+    so many caches dying at once. The purge then keeps them up to ``cache_silence_hold``.
+    """
+    if fraction <= 0 or len(silent_for) == 0:
+        return 0
+    established = heard_for >= inactive
+    quiet = int((established & (silent_for > flow_window(inactive))).sum())
+    return quiet if quiet >= minimum and quiet >= fraction * int(established.sum()) else 0
 
 
 def reconnect_cap(inactive_time: float) -> float:

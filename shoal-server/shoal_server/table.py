@@ -85,7 +85,7 @@ class Columns:
     external_ip, so a same-address search is one vector comparison plus an exact check.
     """
 
-    __slots__ = ("x", "y", "z", "placed", "ratio", "verified", "upstream", "pub", "ext", "last_active")
+    __slots__ = ("x", "y", "z", "placed", "ratio", "verified", "upstream", "pub", "ext", "last_active", "created")
     x: np.ndarray
     y: np.ndarray
     z: np.ndarray
@@ -96,9 +96,10 @@ class Columns:
     pub: np.ndarray
     ext: np.ndarray
     last_active: np.ndarray
+    created: np.ndarray
     _DTYPES = {"x": np.float64, "y": np.float64, "z": np.float64, "placed": np.bool_,
                "ratio": np.float64, "verified": np.bool_, "upstream": np.int8, "pub": np.int64,
-               "ext": np.int64, "last_active": np.float64}
+               "ext": np.int64, "last_active": np.float64, "created": np.float64}
 
     def __init__(self, capacity: int = 0, arrays: Optional[Dict[str, np.ndarray]] = None) -> None:
         for name, dtype in self._DTYPES.items():
@@ -131,6 +132,7 @@ class Columns:
         self.verified[i] = entry.is_verified
         self.upstream[i] = UPSTREAM_CODES.get(hb.upstream, OTHER_UPSTREAM)
         self.last_active[i] = entry.last_active
+        self.created[i] = entry.created
 
     def resized(self, capacity: int) -> "Columns":
         """A copy with room for ``capacity`` rows (rows beyond the old length are zero)."""
@@ -238,22 +240,28 @@ class CacheTable:
                 self._version += 1
         return moved
 
-    def expire(self, now: float, max_age: float) -> List[str]:
-        """Remove caches silent for more than ``max_age`` seconds; return their uuids."""
+    def expire(self, now: float, max_age: float, hold: Optional[float] = None) -> List[str]:
+        """Remove caches silent for more than ``max_age`` seconds; return their uuids.
+
+        With ``hold`` (a mass silence is held), established caches -- heard over at least
+        ``max_age`` -- go only once silent for ``hold`` seconds; see ``expiring``.
+        """
         with self._lock:
             n = len(self._rows)
-            silent = now - self._cols.last_active[:n] > max_age
+            last = self._cols.last_active[:n]
+            silent = expiring(now - last, last - self._cols.created[:n], max_age, hold)
             if not silent.any():
                 return []
             gone = [self._rows[i].uuid for i in np.flatnonzero(silent)]
             self._remove(~silent)
         return gone
 
-    def silent_count(self, now: float, max_age: float) -> int:
-        """How many caches have been silent for more than ``max_age`` seconds (kept while expiry waits)."""
+    def silence(self, now: float) -> Tuple[np.ndarray, np.ndarray]:
+        """Per cache: seconds since its last heartbeat, and seconds from its first to its last one (copies)."""
         with self._lock:
             n = len(self._rows)
-            return int((now - self._cols.last_active[:n] > max_age).sum())
+            last = self._cols.last_active[:n]
+            return now - last, last - self._cols.created[:n]
 
     def set_verified(self, uuid: str, verified: bool) -> None:
         """Record the result of a verification run, if the cache is still there."""
@@ -391,6 +399,16 @@ class CacheTable:
         if location is None:
             return None
         return self._places.setdefault(location, location)
+
+
+def expiring(silent_for: np.ndarray, heard_for: np.ndarray, max_age: float, hold: Optional[float]) -> np.ndarray:
+    """Which caches expire: silent for more than ``max_age``; with ``hold``, an established cache
+    (heard for ``max_age`` or longer) only once silent for more than ``hold`` (never less than
+    ``max_age``). A uuid heard only briefly (a one-shot or restarted identity) is never held."""
+    if hold is None:
+        return silent_for > max_age
+    established = heard_for >= max_age
+    return (silent_for > max(hold, max_age)) | ((silent_for > max_age) & ~established)
 
 
 def _decrement(counter: Counter[str], key: str) -> None:

@@ -61,7 +61,7 @@ class Shoal:
         self._all = AllBody(config.cache.cache_verification)
         self.outline = load_world_outline()
         self._view: Optional[StatusView] = None
-        self.metrics = Metrics(table, status)
+        self.metrics = Metrics(table, status, self._health)
         self._favicon: Optional[bytes] = None
 
     def ranked(self, environ: dict, query: dict, route: str,
@@ -132,6 +132,7 @@ class Shoal:
         down_for = self.status.disconnected_for()
         heard = self.status.heard_at()
         body = {"status": health.state, "reason": health.reason, "caches": len(self.table),
+                "overdue": health.overdue, "silent_together": health.together,
                 "consumer_connected": self.status.connected, "disconnected_seconds": round(down_for, 1),
                 "heartbeat_silence_seconds": None if heard is None else round(self.clock() - heard, 1),
                 **self.status.counters(),

@@ -6,7 +6,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from rel_support import AGENT_BIN, AgentProcess, rabbit_settings  # noqa: E402
+from rel_support import (AGENT_BIN, CLUSTER_FAILBACK, CLUSTER_INACTIVE, CLUSTER_INTERVAL, SITES,  # noqa: E402
+                         AgentProcess, rabbit_settings)
 from support.procs import ServerProcess  # noqa: E402
 from support.rabbitnode import RabbitNode  # noqa: E402
 
@@ -58,3 +59,32 @@ def agents(tmp_path, rabbit_conf):
     yield start
     for agent in started:
         agent.stop()
+
+
+# Agents and servers on a RabbitMQ cluster (the cluster test modules define a module-scoped
+# ``cluster`` fixture, a tests.support.rabbitcluster.RabbitCluster).
+@pytest.fixture
+def deployment(tmp_path, cluster, exchange):
+    """Factories ``server(name, *node order, cache=...)`` and ``agent(name, *node order)`` on ``cluster``;
+    everything stopped by PID at teardown."""
+    started = []
+    common = {"amqp_username": "guest", "amqp_password": "guest", "amqp_exchange": exchange, "heartbeat": 2,
+              "connect_timeout": 2, "failback_interval": CLUSTER_FAILBACK}
+
+    def server(name, *order, cache=None):
+        proc = ServerProcess(str(tmp_path / name), {**common, "amqp_servers": cluster.amqp_servers(*order)},
+                             {"cache_inactive_time": CLUSTER_INACTIVE, "cache_cleanse_interval": 0.25,
+                              **(cache or {})})
+        started.append(proc)
+        return proc.start()
+
+    def agent(name, *order):
+        site = list(SITES)[len(started) % len(SITES)]
+        proc = AgentProcess(str(tmp_path / name), name, {**common, "amqp_servers": cluster.amqp_servers(*order)},
+                            CLUSTER_INTERVAL, site)
+        started.append(proc)
+        return proc.start()
+
+    yield server, agent
+    for proc in started:
+        proc.stop()

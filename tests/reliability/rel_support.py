@@ -17,6 +17,12 @@ AGENT_BIN = os.path.join(os.path.dirname(sys.executable), "shoal-agent")
 SITES = {"cern": "188.184.1.1", "fnal": "131.225.1.1", "triumf": "142.90.1.1", "kek": "130.87.1.1"}
 VICTORIA = "142.104.1.1"
 
+# Agents and servers on a RabbitMQ cluster (the ``deployment`` fixture): agent interval, the
+# servers' cache_inactive_time, everyone's failback_interval.
+CLUSTER_INTERVAL = 1.0
+CLUSTER_INACTIVE = 5.0
+CLUSTER_FAILBACK = 4.0
+
 
 def rabbit_settings(port: int, exchange: str, **extra: object) -> Dict[str, object]:
     return {"amqp_server_url": "127.0.0.1", "amqp_port": port, "amqp_username": "guest",
@@ -139,3 +145,60 @@ class Watcher(threading.Thread):
         """When the server took the first heartbeat from ``host`` after ``since`` (its own clock, as seen)."""
         times = [t for t in self.last_active.get(host, ()) if t > since]
         return min(times) if times else None
+
+
+def hostnames(body: bytes) -> set:
+    """The cache host names in a /nearest or /all answer (a list or upstream's index-keyed object)."""
+    import json
+    data = json.loads(body)
+    records = data.values() if isinstance(data, dict) else data
+    return {record["hostname"] for record in records}
+
+
+class FrontPoller(threading.Thread):
+    """GET a URL (the balancer's) every ``period`` s and keep (status, host names or None) per answer."""
+
+    def __init__(self, url: str, period: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.url, self.period = url, period
+        self.answers: List[tuple] = []
+        self._halt = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.period):
+            try:
+                status, _, body = http_get(self.url, timeout=3)
+                self.answers.append((status, hostnames(body) if status == 200 else None))
+            except (OSError, ValueError, KeyError):
+                self.answers.append((None, None))
+
+    def stop(self) -> List[tuple]:
+        self._halt.set()
+        self.join(10)
+        return self.answers
+
+    def missing(self, expected) -> List[tuple]:
+        """Answers that were not a 200 listing every one of ``expected``: (status, missing hosts)."""
+        want = set(expected)
+        return [(status, sorted(want - (hosts or set()))) for status, hosts in self.answers
+                if status != 200 or not want <= hosts]
+
+
+def consuming_from(server: ServerProcess) -> Optional[str]:
+    """The node address the server's consumer is on now (from its log)."""
+    tail = server.log().rsplit("consuming heartbeats from ", 1)
+    return tail[1].split(":", 1)[0] if len(tail) == 2 else None
+
+
+def max_gap(watcher: Watcher, host: str, start: float, end: float, inactive: float) -> float:
+    """The longest silence of ``host`` between ``start`` and ``end`` as the server saw it."""
+    times = sorted(t for t in watcher.last_active.get(host, ()) if t >= start - inactive)
+    times = [t for t in times if t <= end] + [end]
+    points = [max(start, times[0])] + times
+    return max(b - a for a, b in zip(points, points[1:]))
+
+
+def no_traceback(*texts: str) -> List[str]:
+    """The first line of every traceback in ``texts`` (empty when none)."""
+    return [text.split("Traceback", 1)[1][:300] for text in texts if "Traceback" in text]

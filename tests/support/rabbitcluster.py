@@ -21,6 +21,7 @@ HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 class RabbitCluster:
     def __init__(self, base_dir: str, partition_handling: str = "autoheal", net_ticktime: int = 4,
                  extra_config: str = "") -> None:
+        self.partition_handling = partition_handling
         tag = uuid.uuid4().hex[:6]
         cookie = secrets.token_hex(16).upper()
         config = f"cluster_partition_handling = {partition_handling}\n" + extra_config
@@ -54,6 +55,13 @@ class RabbitCluster:
             node.ctl("start_app")
         self.wait_running(len(self.nodes))
         return self
+
+    def set_partition_handling(self, mode: str) -> None:
+        """Set ``cluster_partition_handling`` on every running node (what rabbitmq.conf sets at boot;
+        the node monitor reads it at each decision). A node started later reads its file again."""
+        for node in self.nodes:
+            node.ctl("eval", f"application:set_env(rabbit, cluster_partition_handling, {mode}).", timeout=30)
+        self.partition_handling = mode
 
     def running(self, via: Optional[RabbitNode] = None) -> List[str]:
         """The running members as ``via`` (default: the first node) sees them."""
