@@ -222,3 +222,18 @@ class DripServer(object):
         self.thread.join(5)
         self.sock.close()
         return False
+
+
+def forget_root_site_proxies():
+    """Remove the site-proxies record beside root's default lock (/run/shoal-client.lock).
+
+    Tests that run as root with the default lock make the client remember the site's proxies
+    there; left behind, that record is every later run's (and test's) fallback.
+    """
+    if os.geteuid() == 0:
+        from shoal_client.config import ROOT_LOCK_FILE
+        for path in (ROOT_LOCK_FILE + ".site-proxies",):
+            try:
+                os.remove(path)
+            except OSError:
+                pass

@@ -6,7 +6,7 @@ import sys
 import time
 import unittest
 
-from _helpers import (REALISTIC_LOCAL, SITE_PROXIES, DripServer, FakeServer, TempDir, nearest_doc, read_bytes, record, run_main,
+from _helpers import (forget_root_site_proxies, REALISTIC_LOCAL, SITE_PROXIES, DripServer, FakeServer, TempDir, nearest_doc, read_bytes, record, run_main,
                       write_bytes)
 from shoal_client.cvmfsconf import current_values
 from shoal_client.main import Exit
@@ -24,6 +24,7 @@ def body_response(doc):
 
 class DropInTest(unittest.TestCase):
     def setUp(self):
+        forget_root_site_proxies()
         self.tmp = TempDir()
         self.dir = self.tmp.__enter__()
         self.local = os.path.join(self.dir, "default.local")
@@ -37,6 +38,7 @@ class DropInTest(unittest.TestCase):
         self.server = FakeServer(routes).__enter__()
 
     def tearDown(self):
+        forget_root_site_proxies()
         self.server.__exit__(None, None, None)
         self.tmp.__exit__(None, None, None)
 
@@ -125,15 +127,15 @@ class DropInTest(unittest.TestCase):
     # These use only options the client had before (so they fail on it for what they test, not for an
     # unknown flag): -d writes nothing and takes no lock.
     def test_a_thousand_caches_give_at_most_five_or_the_n_asked(self):
-        code, out, err = run_main(["-d", "-s", self.server.url("/many")])
+        code, out, err = self.client("-d", "-s", self.server.url("/many"))
         self.assertEqual(code, 0, err)
         self.assertEqual(out.strip().split(";"), ["http://s%04d.example.org:3128" % i for i in range(5)] + [SITE_PROXIES])
         self.assertLess(len(out), 250)  # was 28 KB: all 1,000 written
         code, out, err = self.client("-s", self.server.url("/many"), "-q")
         value = current_values(read_bytes(self.local))[0].decode("ascii")
         self.assertEqual(value.split(";"), ["http://s%04d.example.org:3128" % i for i in range(5)] + [SITE_PROXIES])
-        self.assertEqual(run_main(["-d", "-n", "3", "-s", self.server.url("/many")])[1].count(";"), 3)
-        code, out, err = run_main(["-d", "-n", "1000", "-s", self.server.url("/many")])
+        self.assertEqual(self.client("-d", "-n", "3", "-s", self.server.url("/many"))[1].count(";"), 3)
+        code, out, err = self.client("-d", "-n", "1000", "-s", self.server.url("/many"))
         self.assertEqual((code, out.count(";")), (0, 32))
         self.assertIn("asked for 1000 caches; writing at most 32", err)
         self.assertEqual(self.server.requests[-1][0], "/many/32")
@@ -155,7 +157,7 @@ class DropInTest(unittest.TestCase):
 
     def test_a_slow_but_complete_answer_within_the_timeout_is_used(self):
         with DripServer(body_response(DOC), interval=0.002) as drip:
-            code, out, err = run_main(["-d", "-s", drip.url(), "--timeout", "10"])
+            code, out, err = self.client("-d", "-s", drip.url(), "--timeout", "10")
         self.assertEqual((code, out), (0, THREE + ";" + SITE_PROXIES + "\n"), err)
 
     @unittest.skipUnless(os.geteuid() == 0, "needs root (the default lock, another user's flock and links)")

@@ -4,7 +4,7 @@ import os
 import socket
 import unittest
 
-from _helpers import (REALISTIC_LOCAL, FakeServer, TempDir, nearest_doc, read_bytes, record, run_main,
+from _helpers import (forget_root_site_proxies, REALISTIC_LOCAL, FakeServer, TempDir, nearest_doc, read_bytes, record, run_main,
                       write_bytes)
 from shoal_client import __version__, minijson
 from shoal_client.cvmfsconf import current_values
@@ -28,6 +28,7 @@ def free_closed_port():
 
 class MainTest(unittest.TestCase):
     def setUp(self):
+        forget_root_site_proxies()
         self.tmp = TempDir()
         self.dir = self.tmp.__enter__()
         self.local = os.path.join(self.dir, "default.local")
@@ -47,6 +48,7 @@ class MainTest(unittest.TestCase):
         self.server.__enter__()
 
     def tearDown(self):
+        forget_root_site_proxies()
         self.server.__exit__(None, None, None)
         self.tmp.__exit__(None, None, None)
         self.lockdir.__exit__(None, None, None)
@@ -187,7 +189,8 @@ class MainTest(unittest.TestCase):
 
     def test_config_found_by_search(self):
         conf = os.path.join(self.dir, "found.conf")
-        write_bytes(conf, ("[general]\nshoal_server_url = %s\n" % self.server.url()).encode("ascii"))
+        write_bytes(conf, ("[general]\nshoal_server_url = %s\ncvmfs_config = %s\nlock_file = %s\n"
+                           % (self.server.url(), self.local, self.lock)).encode("ascii"))
         self.assertEqual(run_main(["-d"], search_paths=(os.path.join(self.dir, "nope"), conf))[1],
                          EXPECTED + "\n")
 
