@@ -258,14 +258,12 @@ class RankIndex:
                 candidates = self._cheapest(self._load_terms(weights, same), same, n) if len(same) else _NO_ROWS
         touched = same
         if len(same) < n:
-            others = np.ones(self.size, dtype=bool)
-            if rows is not None:
-                others[:] = False
-                others[rows] = True
-            others[same] = False
-            idx = np.flatnonzero(others)
-            candidates = np.concatenate([candidates, self._cheapest(self._load_terms(weights, idx), idx,
-                                                                    n - len(same))])
+            # The least loaded of the other rows: same-site rows count as infinitely loaded here.
+            values = self._load_terms(weights, rows)
+            if len(same):
+                values = np.array(values, dtype=np.float64)   # never write into the table's own arrays
+                values[same if rows is None else np.searchsorted(rows, same)] = math.inf
+            candidates = np.concatenate([candidates, self._cheapest(values, rows, n - len(same))])
         picked = np.unique(candidates)
         return picked, np.union1d(picked, touched)
 
