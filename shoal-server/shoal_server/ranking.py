@@ -163,21 +163,27 @@ class RankIndex:
         parts_costs: List[np.ndarray] = []
         have = 0
 
-        def visit(rows: np.ndarray, cells: bool = True) -> int:
-            if cells and len(self.extra):
-                rows = rows[~np.isin(rows, self.extra)]   # a moved row is still listed in its old cell
+        def of_cells(ids: np.ndarray) -> np.ndarray:
+            rows = sphere.rows(ids)
+            return rows[~np.isin(rows, self.extra)] if len(self.extra) else rows  # a moved row is in its old cell
+
+        def visit(rows: np.ndarray) -> int:
             rows = self._filter(rows, verified_only, upstream)
             parts_rows.append(rows)
             parts_costs.append(self._costs(u, weights, rows))
             return len(rows)
 
-        # Rows the cells do not hold correctly: arrived since the index was built, or moved.
+        # Rows the cells do not hold correctly (arrived since the index was built, or moved)
+        # go with the first cells: one vector pass instead of two.
         tail = np.arange(sphere.size, self.size)
-        have += visit(np.union1d(self.extra, tail) if len(self.extra) else tail, cells=False)
+        unindexed = np.union1d(self.extra, tail) if len(self.extra) else tail
         done, cells = 0, len(by_bound)
         want = min(cells, int(np.searchsorted(total, n)) + 1)
         while True:
-            have += visit(sphere.rows(by_bound[done:want]))
+            cell_rows = of_cells(by_bound[done:want])
+            if not done:
+                cell_rows = np.concatenate([unindexed, cell_rows])
+            have += visit(cell_rows)
             done = want
             if have >= n or done == cells:
                 break
@@ -188,7 +194,7 @@ class RankIndex:
             limit = kth + self._TOLERANCE * max(1.0, abs(kth))
             reach = int(np.searchsorted(sorted_bounds, limit, side="right"))
             if reach > done:
-                visit(sphere.rows(by_bound[done:reach]))
+                visit(of_cells(by_bound[done:reach]))
                 costs = np.concatenate(parts_costs)
         return np.sort(self._cheapest(costs, np.concatenate(parts_rows), n))
 

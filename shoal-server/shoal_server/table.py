@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+import time
 import weakref
 from typing import Callable, Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -207,6 +208,7 @@ class CacheTable:
         self._sphere: Optional[SphereIndex] = None
         self._moved: List[int] = []   # rows the sphere holds whose unit vector changed since
         self._building = False
+        self._next_quiet_build = 0.0  # monotonic time before which readers ask for no rebuild
         self._rows: List[CacheEntry] = []
         self._slot: Dict[str, int] = {}
         self._cols = Columns(64)
@@ -391,6 +393,9 @@ class CacheTable:
         with self._lock:
             view = self._live()
             started = (self._sgen, self._jgen, self._jlen)
+            build = self._wants_index(reader=True)
+        if build:
+            self._schedule(self._build_index)
         picked, touched = choose(view)
         with self._lock:
             if started[:2] == (self._sgen, self._jgen):
@@ -426,6 +431,7 @@ class CacheTable:
                 return
             self._building = True
             cols, size, sgen, moved_from = self._cols, len(self._rows), self._sgen, len(self._moved)
+        began = time.monotonic()
         try:
             # One copy of the positions: a row moved while we copy is in self._moved[moved_from:].
             x, y, z, placed = (np.array(getattr(cols, name)[:size]) for name in ("x", "y", "z", "placed"))
@@ -436,6 +442,8 @@ class CacheTable:
             raise
         with self._lock:
             self._building = False
+            # Readers' rebuilds (below the writers' threshold) take at most ~5 % of a core.
+            self._next_quiet_build = time.monotonic() + max(2.0, 20 * (time.monotonic() - began))
             if sgen == self._sgen:   # else rows were renumbered meanwhile: this index is void
                 self._sphere, self._moved = sphere, self._moved[moved_from:]
             build = self._wants_index()
@@ -460,15 +468,23 @@ class CacheTable:
         if located and self._sphere is not None and i < self._sphere.size:
             self._moved.append(i)
 
-    def _wants_index(self) -> bool:
-        """Whether the spatial index is missing or stale enough to rebuild."""
+    def _wants_index(self, reader: bool = False) -> bool:
+        """Whether the spatial index is missing or stale enough to rebuild.
+
+        Writers ask after 1/32 of the table arrived or moved (a fill rebuilds ~32 times per
+        doubling); readers, who scan the unindexed rows on every request, after 128 once the
+        last build is a while ago, so that a quiet table ends up fully indexed.
+        """
         size = len(self._rows)
         if self._building or size < self._index_min:
             return False
         sphere = self._sphere
         if sphere is None:
             return True
-        return size - sphere.size + len(self._moved) > max(512, sphere.size // 32)
+        stale = size - sphere.size + len(self._moved)
+        if reader:
+            return stale > 128 and time.monotonic() >= self._next_quiet_build
+        return stale > max(512, sphere.size // 32)
 
     def _get(self, uuid: str) -> Optional[CacheEntry]:
         i = self._slot.get(uuid)

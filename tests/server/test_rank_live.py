@@ -274,3 +274,12 @@ def test_a_cache_that_moved_since_the_index_was_built_is_found_at_its_new_place(
     got = rank_table(table, client, None, Weights(), 1)
     assert [r.entry.uuid for r in got] == ["u001"]
     assert shape(got) == shape(rank(table.snapshot(), client, None, Weights(), 1))
+
+
+def test_a_quiet_table_ends_up_fully_indexed():
+    """Arrivals below the writers' rebuild threshold are indexed once readers have scanned them a while."""
+    table = filled_table(schedule=lambda job: job(), index_min=16)
+    assert 0 < table.index_stats()["unindexed"] <= 512          # too few arrivals for a writer to rebuild
+    table._next_quiet_build = 0.0                               # the last build is long ago
+    rank_table(table, Location(0.0, 0.0), None, Weights(), 5)
+    assert table.index_stats() == {**table.index_stats(), "rows": 200, "unindexed": 0}
