@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+import time
 import weakref
 from typing import Callable, Counter, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from .geo import Location
 from .heartbeat import Heartbeat, InvalidHeartbeat
+from .sphere import SphereIndex
 
 Locate = Callable[[str], Optional[Location]]
 
@@ -142,6 +144,12 @@ class Columns:
             getattr(out, name)[:n] = getattr(self, name)[:n]
         return out
 
+    def head_view(self, n: int) -> "Columns":
+        """The first ``n`` rows, sharing memory with this block (no copy)."""
+        if n == len(self):
+            return self
+        return Columns(arrays={name: getattr(self, name)[:n] for name in self._DTYPES})
+
     def head(self, n: int) -> "Columns":
         """An independent copy of the first ``n`` rows."""
         return Columns(arrays={name: getattr(self, name)[:n].copy() for name in self._DTYPES})
@@ -155,16 +163,52 @@ class Columns:
         return out
 
 
-class CacheTable:
-    """Thread-safe map of uuid to CacheEntry; readers work on immutable snapshots.
+@dataclasses.dataclass(frozen=True)
+class LiveView:
+    """What CacheTable.read hands a reader: the table's own list and arrays, not copies.
 
-    Entries live in a list (row order = insertion order, kept on removal) with a parallel
-    block of numpy ``Columns`` updated in place, so a reader gets the arrays of the current
-    version with one copy instead of a walk over every entry.
+    Rows ``0 .. size-1`` are the table's; a writer may change any of them meanwhile (read()
+    notices which). ``sphere`` indexes rows ``0 .. sphere.size-1`` by place, except ``extra``
+    rows, which have moved since it was built.
     """
 
-    def __init__(self) -> None:
+    rows: Sequence[CacheEntry]
+    cols: Columns
+    size: int
+    sphere: Optional[SphereIndex]
+    extra: np.ndarray
+
+
+def in_thread(job: Callable[[], None]) -> None:
+    """Run ``job`` in a daemon thread: how a table builds its spatial index off the request path."""
+    threading.Thread(target=job, name="shoal-sphere-index", daemon=True).start()
+
+
+class CacheTable:
+    """Thread-safe map of uuid to CacheEntry; readers work on immutable snapshots or on live columns.
+
+    Entries live in a list (row order = insertion order, kept on removal) with a parallel
+    block of numpy ``Columns`` updated in place. /nearest reads the live block without copying
+    it (``read``): every row write is noted in a journal, and a reader re-checks, under the
+    lock, the rows written while it computed. A SphereIndex over the unit vectors lets ranking
+    skip caches too far away to matter; it is rebuilt in the background (``schedule``) once
+    enough caches have arrived or moved since the last one, or after rows were removed.
+    """
+
+    JOURNAL = 1 << 16   # row writes remembered; a reader slower than this many writes starts again
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], None] = in_thread, index_min: int = 4096,
+                 per_cell: int = 64) -> None:
         self._lock = threading.Lock()
+        self._schedule, self._index_min, self._per_cell = schedule, index_min, per_cell
+        self._journal = np.zeros(self.JOURNAL, dtype=np.int64)
+        self._jlen = 0
+        self._jgen = 0          # bumped when the journal starts over
+        self._sgen = 0          # bumped when rows are renumbered (removal)
+        self._sphere: Optional[SphereIndex] = None
+        self._moved: List[int] = []   # rows the sphere holds whose unit vector changed since
+        self._building = False
+        self._next_quiet_build = 0.0  # monotonic time before which readers ask for no rebuild
         self._rows: List[CacheEntry] = []
         self._slot: Dict[str, int] = {}
         self._cols = Columns(64)
@@ -209,17 +253,20 @@ class CacheTable:
             if old is None or i is None:
                 entry = CacheEntry(hb, now, now, location, None, hb.user_id)
                 i = self._append(entry)  # may replace self._cols with a larger block
-                self._cols.set_row(i, entry)
+                self._write(i, entry)
             else:
                 entry = CacheEntry(hb, old.created, now, location, old.verified, old.owner or hb.user_id)
                 if (old.hb.hostname, old.hb.authenticated, old.owner) != (hb.hostname, hb.authenticated, entry.owner):
                     self._unindex(old)
                     self._index(entry)
                 self._rows[i] = entry
-                self._cols.set_row(i, entry, located=(location is not old.location
-                                                      or hb.public_ip != old.hb.public_ip
-                                                      or hb.external_ip != old.hb.external_ip))
+                self._write(i, entry, located=(location is not old.location
+                                               or hb.public_ip != old.hb.public_ip
+                                               or hb.external_ip != old.hb.external_ip))
             self._version += 1
+            build = self._wants_index()
+        if build:
+            self._schedule(self._build_index)
         return entry
 
     def relocate(self, locate: Locate) -> int:
@@ -234,10 +281,13 @@ class CacheTable:
                 if location != old.location:
                     entry = dataclasses.replace(old, location=location)
                     self._rows[i] = entry
-                    self._cols.set_row(i, entry)
+                    self._write(i, entry)
                     moved += 1
             if moved:
                 self._version += 1
+            build = self._wants_index()
+        if build:
+            self._schedule(self._build_index)
         return moved
 
     def expire(self, now: float, max_age: float, hold: Optional[float] = None) -> List[str]:
@@ -254,6 +304,9 @@ class CacheTable:
                 return []
             gone = [self._rows[i].uuid for i in np.flatnonzero(silent)]
             self._remove(~silent)
+            build = self._wants_index()
+        if build:
+            self._schedule(self._build_index)
         return gone
 
     def silence(self, now: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -270,7 +323,7 @@ class CacheTable:
             if i is not None and self._rows[i].verified != verified:
                 entry = dataclasses.replace(self._rows[i], verified=verified)
                 self._rows[i] = entry
-                self._cols.set_row(i, entry, located=False)
+                self._write(i, entry, located=False)
                 self._version += 1
 
     def discard(self, keep: Callable[[CacheEntry], bool]) -> List[str]:
@@ -281,6 +334,9 @@ class CacheTable:
                 return []
             gone = [self._rows[i].uuid for i in np.flatnonzero(~mask)]
             self._remove(mask)
+            build = self._wants_index()
+        if build:
+            self._schedule(self._build_index)
         return gone
 
     def owned(self, user: str) -> int:
@@ -302,8 +358,11 @@ class CacheTable:
                     if entry.location is not None:
                         entry = dataclasses.replace(entry, location=self._intern(entry.location))
                     i = self._append(entry)
-                    self._cols.set_row(i, entry)
+                    self._write(i, entry)
             self._version += 1
+            build = self._wants_index()
+        if build:
+            self._schedule(self._build_index)
 
     def snapshot(self) -> Tuple[CacheEntry, ...]:
         """Return the current entries; the tuple is shared until the table next changes."""
@@ -320,6 +379,43 @@ class CacheTable:
                 self._view = (self._version, entries, cols)
             return entries, cols
 
+    def read(self, choose: Callable[[LiveView], Tuple[np.ndarray, np.ndarray]]) -> List[CacheEntry]:
+        """The current entries of the rows ``choose`` picks, plus of every row written meanwhile.
+
+        ``choose(view)`` runs without the lock on the live arrays and returns (picked rows,
+        rows whose values decided the pick). A row written while it ran is handed back with
+        its current entry for the caller to judge exactly; if such a row also decided the pick
+        (its values may have been half-written), or rows were renumbered, or the journal
+        started over, ``choose`` runs again under the lock, where nothing can change. The
+        result is therefore what ``choose`` would pick from the table at the moment read()
+        returns, plus rows the caller re-checks: never a removed cache, never a torn row.
+        """
+        with self._lock:
+            view = self._live()
+            started = (self._sgen, self._jgen, self._jlen)
+            build = self._wants_index(reader=True)
+        if build:
+            self._schedule(self._build_index)
+        picked, touched = choose(view)
+        with self._lock:
+            if started[:2] == (self._sgen, self._jgen):
+                written = self._journal[started[2]:self._jlen]
+                if not len(written):
+                    return [self._rows[i] for i in picked.tolist()]
+                if not np.intersect1d(written, touched).size:
+                    return [self._rows[i] for i in np.union1d(picked, written).tolist()]
+            picked, _ = choose(self._live())
+            return [self._rows[i] for i in picked.tolist()]
+
+    def index_stats(self) -> Dict[str, int]:
+        """The spatial index's size: rows covered, cells, bytes; rows scanned beside it."""
+        with self._lock:
+            sphere, size, moved = self._sphere, len(self._rows), len(self._moved)
+        if sphere is None:
+            return {"rows": 0, "cells": 0, "bytes": 0, "unindexed": size}
+        return {"rows": sphere.size, "cells": len(sphere), "bytes": sphere.nbytes(),
+                "unindexed": size - sphere.size + moved}
+
     def get(self, uuid: str) -> Optional[CacheEntry]:
         with self._lock:
             return self._get(uuid)
@@ -328,7 +424,68 @@ class CacheTable:
         with self._lock:
             return len(self._rows)
 
+    def _build_index(self) -> None:
+        """Index the unit vectors of the current rows (outside the lock), then install it if still valid."""
+        with self._lock:
+            if self._building:
+                return
+            self._building = True
+            cols, size, sgen, moved_from = self._cols, len(self._rows), self._sgen, len(self._moved)
+        began = time.monotonic()
+        try:
+            # One copy of the positions: a row moved while we copy is in self._moved[moved_from:].
+            x, y, z, placed = (np.array(getattr(cols, name)[:size]) for name in ("x", "y", "z", "placed"))
+            sphere = SphereIndex.build(x, y, z, placed, self._per_cell)
+        except BaseException:
+            with self._lock:
+                self._building = False
+            raise
+        with self._lock:
+            self._building = False
+            # Readers' rebuilds (below the writers' threshold) take at most ~5 % of a core.
+            self._next_quiet_build = time.monotonic() + max(2.0, 20 * (time.monotonic() - began))
+            if sgen == self._sgen:   # else rows were renumbered meanwhile: this index is void
+                self._sphere, self._moved = sphere, self._moved[moved_from:]
+            build = self._wants_index()
+        if build:
+            self._schedule(self._build_index)
+
     # The helpers below run with the lock held.
+    def _live(self) -> LiveView:
+        sphere = self._sphere
+        extra = np.asarray(self._moved, dtype=np.int64) if sphere is not None and self._moved else None
+        return LiveView(self._rows, self._cols, len(self._rows), sphere,
+                        extra if extra is not None else np.zeros(0, dtype=np.int64))
+
+    def _write(self, i: int, entry: CacheEntry, located: bool = True) -> None:
+        """Write row ``i`` and note it, so that readers of the live arrays re-check it."""
+        self._cols.set_row(i, entry, located)
+        if self._jlen == self.JOURNAL:
+            self._jgen += 1
+            self._jlen = 0
+        self._journal[self._jlen] = i
+        self._jlen += 1
+        if located and self._sphere is not None and i < self._sphere.size:
+            self._moved.append(i)
+
+    def _wants_index(self, reader: bool = False) -> bool:
+        """Whether the spatial index is missing or stale enough to rebuild.
+
+        Writers ask after 1/32 of the table arrived or moved (a fill rebuilds ~32 times per
+        doubling); readers, who scan the unindexed rows on every request, after 128 once the
+        last build is a while ago, so that a quiet table ends up fully indexed.
+        """
+        size = len(self._rows)
+        if self._building or size < self._index_min:
+            return False
+        sphere = self._sphere
+        if sphere is None:
+            return True
+        stale = size - sphere.size + len(self._moved)
+        if reader:
+            return stale > 128 and time.monotonic() >= self._next_quiet_build
+        return stale > max(512, sphere.size // 32)
+
     def _get(self, uuid: str) -> Optional[CacheEntry]:
         i = self._slot.get(uuid)
         return self._rows[i] if i is not None else None
@@ -394,6 +551,8 @@ class CacheTable:
             capacity = max(64, capacity // 2)
         self._cols = self._cols.compacted(keep, capacity)
         self._version += 1
+        self._sgen += 1
+        self._sphere, self._moved = None, []
 
     def _intern(self, location: Optional[Location]) -> Optional[Location]:
         if location is None:

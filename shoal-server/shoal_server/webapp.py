@@ -15,7 +15,7 @@ from .consumer import ConsumerStatus
 from .geo import GeoLocator, geo_health
 from .health import Health, assess_health
 from .metrics import Metrics
-from .ranking import Ranked, RankIndex, Weights
+from .ranking import Ranked, Weights, rank_table
 from .grouping import group_numbers, group_ranked
 from .pac import Route, has_answer, render_pac, rotate_groups
 from .render import AllBody, ranked_json
@@ -73,9 +73,8 @@ class Shoal:
 
     def _rank(self, client_ip: Optional[str], n: int, verified: bool, upstream: Optional[str]) -> List[Ranked]:
         client = self.locator.locate(client_ip) if client_ip else None
-        # The table's column arrays for its current version: ranking is vector arithmetic on them.
-        entries, columns = self.table.columns()
-        return RankIndex(entries, columns).rank(client, client_ip, self.weights, n, verified, upstream)
+        # Vector arithmetic on the table's live column arrays, then exact scoring of a few candidates.
+        return rank_table(self.table, client, client_ip, self.weights, n, verified, upstream)
 
     def nearest(self, environ: dict, query: dict, route: str, n_text: Optional[str]) -> Tuple[str, str, str]:
         ranked, client_ip = self.ranked(environ, query, route, n_text)

@@ -40,6 +40,8 @@ def test_ranking(tmp_path):
     assert all(r["rank_ms"] > 0 for r in data["in_process"])
     assert {(r["caches"], r["connections"]) for r in data["http"]} == {(10, 1), (10, 8)}
     assert all(r["errors"] == 0 and r["nearest_rps"] > 0 for r in data["http"])
+    churn = [r for r in data["http"] if "hb/s" in r["server"]]
+    assert len(churn) == 2 and churn[-1]["publisher_rate"] > 0   # /nearest measured under a heartbeat stream
 
 
 def test_ingestion(tmp_path):
