@@ -19,9 +19,10 @@ import functools
 import ipaddress
 import json
 import math
+import operator
 import re
 import socket
-from typing import Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 MAX_BODY_BYTES = 16 * 1024
 UPSTREAMS = ("cvmfs", "frontier", "both")
@@ -455,11 +456,12 @@ def _seen(data: Mapping[str, Any]) -> Tuple[Any, ...]:
 
 
 def _static_values(hb: Heartbeat) -> Tuple[Any, ...]:
+    """What validate made of the _STATIC_FIELDS, in their order."""
     return (hb.uuid, hb.squid_port, hb.squid_port, hb.public_ip, hb.private_ip, hb.external_ip, hb.hostname,
             hb.max_load, hb.verified, hb.agent_version, hb.upstream, hb.cache_type)
 
 
-class RawShape(NamedTuple):
+class RawShape:
     """Enough to tell that a message repeats its predecessor's fields exactly (load and timestamp aside).
 
     ``types`` are the Python types of the _STATIC_FIELDS values, ``literals`` each value or _SAME
@@ -469,37 +471,42 @@ class RawShape(NamedTuple):
     them. The repairs are kept in validation order, split where load's own repair goes.
     """
 
-    limits: "Limits"
-    types: Tuple[type, ...]
-    literals: Tuple[Any, ...]
-    repairs_before_load: Tuple[str, ...]
-    repairs_of_max_load: Tuple[str, ...]
-    all_same: bool   # every literal is _SAME: one tuple comparison decides
+    __slots__ = ("limits", "types", "literals", "repairs_before_load", "repairs_of_max_load", "_extra", "_expected")
+
+    def __init__(self, limits: "Limits", types: Tuple[type, ...], literals: Tuple[Any, ...],
+                 repairs_before_load: Tuple[str, ...], repairs_of_max_load: Tuple[str, ...]) -> None:
+        self.limits, self.types, self.literals = limits, types, literals
+        self.repairs_before_load, self.repairs_of_max_load = repairs_before_load, repairs_of_max_load
+        # The expected values, picked in one C call from the Heartbeat's values followed by the literals.
+        self._extra = tuple(literal for literal in literals if literal is not _SAME)
+        picks, extra = [], len(literals)
+        for i, literal in enumerate(literals):
+            if literal is _SAME:
+                picks.append(i)
+            else:
+                picks.append(extra)
+                extra += 1
+        self._expected = operator.itemgetter(*picks)
 
     def matches(self, seen: Tuple[Any, ...], hb: Heartbeat, limits: "Limits") -> bool:
         """True when ``seen`` (from _seen) holds exactly the values that gave ``hb``."""
         if self.limits is not limits and self.limits != limits:
             return False
-        if tuple(map(type, seen)) != self.types:
-            return False
-        if self.all_same:
-            return seen == _static_values(hb)
-        return all(value == (validated if literal is _SAME else literal)
-                   for value, literal, validated in zip(seen, self.literals, _static_values(hb)))
+        return tuple(map(type, seen)) == self.types and seen == self._expected(_static_values(hb) + self._extra)
 
 
 @functools.lru_cache(maxsize=1024)  # bounded: a sender that varies its literals only fills the cache
-def _interned(shape: RawShape) -> RawShape:
-    return shape
+def _interned(limits: Limits, types: Tuple[type, ...], literals: Tuple[Any, ...], before_load: Tuple[str, ...],
+              of_max_load: Tuple[str, ...]) -> RawShape:
+    return RawShape(limits, types, literals, before_load, of_max_load)
 
 
-def _shape(seen: Tuple[Any, ...], hb: Heartbeat, limits: Limits, before_load: List[str],
+def _shape(seen: Tuple[Any, ...], validated: Tuple[Any, ...], limits: Limits, before_load: List[str],
            of_max_load: List[str]) -> Optional[RawShape]:
-    literals = tuple(_SAME if value == validated else value for value, validated in zip(seen, _static_values(hb)))
-    shape = RawShape(limits, tuple(map(type, seen)), literals, tuple(before_load), tuple(of_max_load),
-                     all(literal is _SAME for literal in literals))
+    """The RawShape of a message whose _STATIC_FIELDS values ``seen`` became ``validated``."""
+    literals = tuple(_SAME if value == result else value for value, result in zip(seen, validated))
     try:
-        return _interned(shape)
+        return _interned(limits, tuple(map(type, seen)), literals, tuple(before_load), tuple(of_max_load))
     except TypeError:   # a list or object among the values: no fast path for this sender
         return None
 
@@ -568,17 +575,18 @@ def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optio
     if version is not None and (not isinstance(version, str) or not _VERSION_RE.match(version)):
         raise InvalidHeartbeat("bad_agent_version", "agent_version has unexpected characters")
     user_id = _user(user_id, limits)
-    hb = Heartbeat(
+    upstream = _choice(data, "upstream", UPSTREAMS, "both")
+    cache_type = _choice(data, "cache_type", CACHE_TYPES, "squid")
+    # A first message gets no shape: most are never repeated before a restart (every cache is new then).
+    shape = None if seen is None else _shape(
+        seen, (uuid, port, port, public_ip, private_ip, external_ip, hostname, max_load, verified, version, upstream,
+               cache_type), limits, repairs[:before_load], repairs[after_load:after_max_load])
+    return Heartbeat(
         uuid=uuid, hostname=hostname, squid_port=port, public_ip=public_ip, private_ip=private_ip,
         external_ip=external_ip, load=load, max_load=max_load, timestamp=timestamp, drift=drift,
-        verified=verified, upstream=_choice(data, "upstream", UPSTREAMS, "both"),
-        cache_type=_choice(data, "cache_type", CACHE_TYPES, "squid"), agent_version=version,
-        user_id=user_id, repairs=tuple(repairs), authenticated=bool(user_id),
+        verified=verified, upstream=upstream, cache_type=cache_type, agent_version=version,
+        user_id=user_id, repairs=tuple(repairs), authenticated=bool(user_id), shape=shape,
     )
-    if seen is None:
-        return hb   # a first message: most never repeat before a restart, so no shape yet
-    shape = _shape(seen, hb, limits, repairs[:before_load], repairs[after_load:after_max_load])
-    return dataclasses.replace(hb, shape=shape) if shape is not None else hb
 
 
 def _refreshed(previous: Heartbeat, shape: RawShape, data: Mapping[str, Any], now: float, limits: Limits,
