@@ -179,7 +179,6 @@ class HeartbeatSink:
             self._status.refused.forget(Sender(hb.uuid, hb.hostname), user_id)
         return entry
 
-
     def _previous(self, uuid: object) -> Optional[Heartbeat]:
         """The heartbeat the table holds for ``uuid``: a repeat of it is checked in a fraction of the time."""
         entry = self._table.get(uuid) if isinstance(uuid, str) else None
