@@ -232,8 +232,9 @@ def _classify(text: str) -> str:
 
 # The stricter reading of the IANA special-purpose registries, shared with shoal_client/hostrule.py:
 # no cache lives in these ranges, whatever a Python version's ipaddress calls global. Every
-# range any supported Python (3.9-3.13) calls non-global lies inside them (tests/bench/test_fast_paths.py
-# holds address_class against ipaddress), so outside them an address is global on every version.
+# range any supported Python (3.9-3.13) calls non-global lies inside them, so outside them an
+# address is global on every version (tests/server/test_ingest_fast_paths.py holds address_class
+# against the ipaddress classification, range boundaries included).
 _NOT_GLOBAL_V4 = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
     "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
