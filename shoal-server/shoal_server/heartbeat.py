@@ -13,12 +13,15 @@ server can count it. What cannot be repaired raises InvalidHeartbeat.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import ipaddress
 import json
 import math
+import operator
 import re
+import socket
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 MAX_BODY_BYTES = 16 * 1024
@@ -100,6 +103,8 @@ class Heartbeat:
     repairs: Tuple[str, ...] = dataclasses.field(default=(), compare=False)
     # True when the broker vouched for user_id and it is no shared legacy login.
     authenticated: bool = False
+    # How the message's fields other than load and timestamp looked (see RawShape); None: unknown.
+    shape: Optional["RawShape"] = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def address(self) -> str:
@@ -114,6 +119,11 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+# One decoder for every message: json.loads with a keyword argument builds a new one per call.
+# A JSONDecoder holds no state between calls, so threads may share it.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode(body: bytes) -> Dict[str, Any]:
     """Turn the raw body into a JSON object, or raise InvalidHeartbeat."""
     if not isinstance(body, (bytes, bytearray)):
@@ -121,11 +131,13 @@ def decode(body: bytes) -> Dict[str, Any]:
     if len(body) > MAX_BODY_BYTES:
         raise InvalidHeartbeat("too_large", f"{len(body)} bytes > {MAX_BODY_BYTES}")
     try:
-        text = bytes(body).decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidHeartbeat("not_utf8", "body is not UTF-8") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # what json.loads says of a BOM, word for word
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        data = _DECODER.decode(text)
     except (ValueError, RecursionError) as err:
         raise InvalidHeartbeat("not_json", str(err)[:80]) from None
     if not isinstance(data, dict):
@@ -169,6 +181,19 @@ def address_class(text: str) -> str:
     ``broadcast``, ``link-local``, ``reserved``, ``documentation``, ``non-global``) never
     reaches a client; ``invalid`` is not an address at all.
     """
+    # A cache's address is global: decide that from integer ranges (a bisect, not fifteen
+    # ipaddress membership tests); whatever is not global takes the full classification.
+    if _IPV4_RE.match(text):
+        if not _in_ranges(_NOT_GLOBAL_V4_RANGES, int.from_bytes(socket.inet_aton(text), "big")):
+            return "global"
+    elif ":" in text:
+        addr = _ip_or_none(text)
+        if isinstance(addr, ipaddress.IPv6Address) and _global_unicast_v6(int(addr)):
+            return "global"
+    return _classify(text)
+
+
+def _classify(text: str) -> str:
     addr = _ip_or_none(text)
     if addr is None:
         return "invalid"
@@ -206,7 +231,10 @@ def address_class(text: str) -> str:
 
 
 # The stricter reading of the IANA special-purpose registries, shared with shoal_client/hostrule.py:
-# no cache lives in these ranges, whatever a Python version's ipaddress calls global.
+# no cache lives in these ranges, whatever a Python version's ipaddress calls global. Every
+# range any supported Python (3.9-3.13) calls non-global lies inside them, so outside them an
+# address is global on every version (tests/server/test_ingest_fast_paths.py holds address_class
+# against the ipaddress classification, range boundaries included).
 _NOT_GLOBAL_V4 = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
     "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
@@ -214,11 +242,41 @@ _NOT_GLOBAL_V4 = tuple(ipaddress.ip_network(n) for n in (
 _GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 _NOT_GLOBAL_V6 = tuple(ipaddress.ip_network(n) for n in ("2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20"))
 
+Ranges = Tuple[Tuple[int, ...], Tuple[int, ...]]
+
+
+def _int_ranges(networks: Tuple[Union[ipaddress.IPv4Network, ipaddress.IPv6Network], ...]) -> Ranges:
+    """(first addresses, last addresses) of the merged networks, sorted, for ``_in_ranges``."""
+    merged: List[List[int]] = []
+    for first, last in sorted((int(n.network_address), int(n.broadcast_address)) for n in networks):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return tuple(m[0] for m in merged), tuple(m[1] for m in merged)
+
+
+def _in_ranges(ranges: Ranges, value: int) -> bool:
+    firsts, lasts = ranges
+    i = bisect.bisect_right(firsts, value) - 1
+    return i >= 0 and value <= lasts[i]
+
+
+_NOT_GLOBAL_V4_RANGES = _int_ranges(_NOT_GLOBAL_V4)
+_NOT_GLOBAL_V6_RANGES = _int_ranges(_NOT_GLOBAL_V6)
+_GLOBAL_UNICAST_V6_FIRST = int(_GLOBAL_UNICAST_V6.network_address)
+_GLOBAL_UNICAST_V6_LAST = int(_GLOBAL_UNICAST_V6.broadcast_address)
+
+
+def _global_unicast_v6(value: int) -> bool:
+    return (_GLOBAL_UNICAST_V6_FIRST <= value <= _GLOBAL_UNICAST_V6_LAST
+            and not _in_ranges(_NOT_GLOBAL_V6_RANGES, value))
+
 
 def _outside_global_table(addr: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
     if isinstance(addr, ipaddress.IPv4Address):
-        return any(addr in net for net in _NOT_GLOBAL_V4)
-    return addr not in _GLOBAL_UNICAST_V6 or any(addr in net for net in _NOT_GLOBAL_V6)
+        return _in_ranges(_NOT_GLOBAL_V4_RANGES, int(addr))
+    return not _global_unicast_v6(int(addr))
 
 
 # What lab_addresses admits besides global unicast; unspecified, multicast and broadcast never.
@@ -238,6 +296,8 @@ _DOC_V6 = ipaddress.ip_network("2001:db8::/32")
 def _number(data: Mapping[str, Any], key: str, reason: str, repairs: List[str]) -> Optional[float]:
     """A finite number, also when sent as a numeric JSON string (repair ``<key>_string``)."""
     value = data.get(key)
+    if type(value) is float and math.isfinite(value):
+        return value   # what a JSON number with a fraction or exponent is: nothing to convert
     if value is None:
         return None
     if isinstance(value, str) and _NUMBER_TEXT_RE.match(value.strip()):
@@ -382,19 +442,85 @@ def _choice(data: Mapping[str, Any], key: str, choices: tuple, default: str) -> 
     return value.lower()
 
 
-def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optional[str] = None) -> Heartbeat:
-    """Check a decoded heartbeat against the protocol and ``limits``; raise InvalidHeartbeat."""
-    repairs: List[str] = []
-    uuid = data.get("uuid")
-    if not isinstance(uuid, str) or not _UUID_RE.match(uuid):
-        raise InvalidHeartbeat("bad_uuid", "uuid missing or not [A-Za-z0-9._:-]{1,128}")
-    port = _port(data, repairs)
-    public_ip, private_ip, external_ip = _addresses(data, limits, repairs)
-    hostname = _hostname(data, external_ip or public_ip or "", limits, repairs)
+# What validate reads of a message besides load and timestamp, as it reads it ("verified"
+# absent is false), and the Heartbeat attribute each one becomes.
+_STATIC_FIELDS = ("uuid", "squid_port", "cache_port", "public_ip", "private_ip", "external_ip", "hostname",
+                  "max_load", "verified", "agent_version", "upstream", "cache_type")
+_SAME = object()   # RawShape.literals: the value equals the Heartbeat's own attribute
+
+
+def _seen(data: Mapping[str, Any]) -> Tuple[Any, ...]:
+    get = data.get
+    return (get("uuid"), get("squid_port"), get("cache_port"), get("public_ip"), get("private_ip"),
+            get("external_ip"), get("hostname"), get("max_load"), get("verified", False), get("agent_version"),
+            get("upstream"), get("cache_type"))
+
+
+def _static_values(hb: Heartbeat) -> Tuple[Any, ...]:
+    """What validate made of the _STATIC_FIELDS, in their order."""
+    return (hb.uuid, hb.squid_port, hb.squid_port, hb.public_ip, hb.private_ip, hb.external_ip, hb.hostname,
+            hb.max_load, hb.verified, hb.agent_version, hb.upstream, hb.cache_type)
+
+
+class RawShape:
+    """Enough to tell that a message repeats its predecessor's fields exactly (load and timestamp aside).
+
+    ``types`` are the Python types of the _STATIC_FIELDS values, ``literals`` each value or _SAME
+    where it equals the Heartbeat's attribute (so agents that send clean messages share one
+    shape). A message whose values have these types and equal these values validates, under the
+    same ``limits``, to the same fields with the same repairs: validation is a pure function of
+    them. The repairs are kept in validation order, split where load's own repair goes.
+    """
+
+    __slots__ = ("limits", "types", "literals", "repairs_before_load", "repairs_of_max_load", "_extra", "_expected")
+
+    def __init__(self, limits: "Limits", types: Tuple[type, ...], literals: Tuple[Any, ...],
+                 repairs_before_load: Tuple[str, ...], repairs_of_max_load: Tuple[str, ...]) -> None:
+        self.limits, self.types, self.literals = limits, types, literals
+        self.repairs_before_load, self.repairs_of_max_load = repairs_before_load, repairs_of_max_load
+        # The expected values, picked in one C call from the Heartbeat's values followed by the literals.
+        self._extra = tuple(literal for literal in literals if literal is not _SAME)
+        picks, extra = [], len(literals)
+        for i, literal in enumerate(literals):
+            if literal is _SAME:
+                picks.append(i)
+            else:
+                picks.append(extra)
+                extra += 1
+        self._expected = operator.itemgetter(*picks)
+
+    def matches(self, seen: Tuple[Any, ...], hb: Heartbeat, limits: "Limits") -> bool:
+        """True when ``seen`` (from _seen) holds exactly the values that gave ``hb``."""
+        if self.limits is not limits and self.limits != limits:
+            return False
+        return tuple(map(type, seen)) == self.types and seen == self._expected(_static_values(hb) + self._extra)
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: a sender that varies its literals only fills the cache
+def _interned(limits: Limits, types: Tuple[type, ...], literals: Tuple[Any, ...], before_load: Tuple[str, ...],
+              of_max_load: Tuple[str, ...]) -> RawShape:
+    return RawShape(limits, types, literals, before_load, of_max_load)
+
+
+def _shape(seen: Tuple[Any, ...], validated: Tuple[Any, ...], limits: Limits, before_load: List[str],
+           of_max_load: List[str]) -> Optional[RawShape]:
+    """The RawShape of a message whose _STATIC_FIELDS values ``seen`` became ``validated``."""
+    literals = tuple(_SAME if value == result else value for value, result in zip(seen, validated))
+    try:
+        return _interned(limits, tuple(map(type, seen)), literals, tuple(before_load), tuple(of_max_load))
+    except TypeError:   # a list or object among the values: no fast path for this sender
+        return None
+
+
+def _load(data: Mapping[str, Any], repairs: List[str]) -> float:
     load = _number(data, "load", "bad_load", repairs)
     if load is None or load < 0:
         raise InvalidHeartbeat("bad_load", "load missing or negative")
-    max_load = _max_load(data, limits, repairs)
+    return load
+
+
+def _timestamp(data: Mapping[str, Any], now: float, limits: Limits, repairs: List[str]) -> Tuple[float, float]:
+    """(timestamp, drift) of a message that is neither stale nor from the future."""
     timestamp = _number(data, "timestamp", "bad_timestamp", repairs)
     if timestamp is None:
         raise InvalidHeartbeat("bad_timestamp", "timestamp missing")
@@ -404,6 +530,44 @@ def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optio
     future_age = limits.max_age if limits.future_age is None else limits.future_age
     if drift > future_age:
         raise InvalidHeartbeat("future", f"timestamp {drift:.0f} s in the future > {future_age:.0f} s", offset=drift)
+    return timestamp, drift
+
+
+def _user(user_id: Optional[str], limits: Limits) -> Optional[str]:
+    """The broker user that counts as the sender's identity (None for a shared legacy login)."""
+    if user_id in limits.legacy_users:
+        user_id = None
+    if limits.require_user_id and not user_id and not limits.accept_unauthenticated:
+        raise InvalidHeartbeat("no_user_id", "message has no user_id but TLS is required")
+    return user_id or None
+
+
+def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optional[str] = None,
+             previous: Optional[Heartbeat] = None) -> Heartbeat:
+    """Check a decoded heartbeat against the protocol and ``limits``; raise InvalidHeartbeat.
+
+    ``previous`` is the last heartbeat accepted from the same uuid, if any: when this message
+    repeats all its fields but load and timestamp exactly (``RawShape``), only those two and
+    the sender's identity are checked again, with the same result the full check would give.
+    """
+    seen: Optional[Tuple[Any, ...]] = None
+    if previous is not None:
+        seen = _seen(data)
+        if previous.shape is not None and previous.shape.matches(seen, previous, limits):
+            return _refreshed(previous, previous.shape, data, now, limits, user_id)
+    repairs: List[str] = []
+    uuid = data.get("uuid")
+    if not isinstance(uuid, str) or not _UUID_RE.match(uuid):
+        raise InvalidHeartbeat("bad_uuid", "uuid missing or not [A-Za-z0-9._:-]{1,128}")
+    port = _port(data, repairs)
+    public_ip, private_ip, external_ip = _addresses(data, limits, repairs)
+    hostname = _hostname(data, external_ip or public_ip or "", limits, repairs)
+    before_load = len(repairs)
+    load = _load(data, repairs)
+    after_load = len(repairs)
+    max_load = _max_load(data, limits, repairs)
+    after_max_load = len(repairs)
+    timestamp, drift = _timestamp(data, now, limits, repairs)
     verified = data.get("verified", False)
     if not isinstance(verified, bool):
         raise InvalidHeartbeat("bad_verified", "verified must be true or false")
@@ -411,16 +575,35 @@ def validate(data: Mapping[str, Any], now: float, limits: Limits, user_id: Optio
     version = data.get("agent_version")
     if version is not None and (not isinstance(version, str) or not _VERSION_RE.match(version)):
         raise InvalidHeartbeat("bad_agent_version", "agent_version has unexpected characters")
-    if user_id in limits.legacy_users:
-        user_id = None
-    if limits.require_user_id and not user_id and not limits.accept_unauthenticated:
-        raise InvalidHeartbeat("no_user_id", "message has no user_id but TLS is required")
+    user_id = _user(user_id, limits)
+    upstream = _choice(data, "upstream", UPSTREAMS, "both")
+    cache_type = _choice(data, "cache_type", CACHE_TYPES, "squid")
+    # A first message gets no shape: most are never repeated before a restart (every cache is new then).
+    shape = None if seen is None else _shape(
+        seen, (uuid, port, port, public_ip, private_ip, external_ip, hostname, max_load, verified, version, upstream,
+               cache_type), limits, repairs[:before_load], repairs[after_load:after_max_load])
     return Heartbeat(
         uuid=uuid, hostname=hostname, squid_port=port, public_ip=public_ip, private_ip=private_ip,
         external_ip=external_ip, load=load, max_load=max_load, timestamp=timestamp, drift=drift,
-        verified=verified, upstream=_choice(data, "upstream", UPSTREAMS, "both"),
-        cache_type=_choice(data, "cache_type", CACHE_TYPES, "squid"), agent_version=version,
-        user_id=user_id or None, repairs=tuple(repairs), authenticated=bool(user_id),
+        verified=verified, upstream=upstream, cache_type=cache_type, agent_version=version,
+        user_id=user_id, repairs=tuple(repairs), authenticated=bool(user_id), shape=shape,
+    )
+
+
+def _refreshed(previous: Heartbeat, shape: RawShape, data: Mapping[str, Any], now: float, limits: Limits,
+               user_id: Optional[str]) -> Heartbeat:
+    """``previous`` with this message's load, timestamp and identity, checked in validate's order."""
+    repairs = list(shape.repairs_before_load)
+    load = _load(data, repairs)
+    repairs.extend(shape.repairs_of_max_load)
+    timestamp, drift = _timestamp(data, now, limits, repairs)
+    user_id = _user(user_id, limits)
+    return Heartbeat(
+        uuid=previous.uuid, hostname=previous.hostname, squid_port=previous.squid_port,
+        public_ip=previous.public_ip, private_ip=previous.private_ip, external_ip=previous.external_ip,
+        load=load, max_load=previous.max_load, timestamp=timestamp, drift=drift, verified=previous.verified,
+        upstream=previous.upstream, cache_type=previous.cache_type, agent_version=previous.agent_version,
+        user_id=user_id, repairs=tuple(repairs), authenticated=bool(user_id), shape=shape,
     )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import threading
 import time
@@ -21,6 +22,13 @@ from .verifier import build_verifier
 from .webapp import create_app
 
 logger = logging.getLogger(__name__)
+
+# Young collections every GC_YOUNG_THRESHOLD net allocations instead of Python's 700. The
+# consumer holds up to PREFETCH messages' pika objects at once, and every new cache adds objects
+# that live as long as it does: at 700, each collection walks all of them again, which made up a
+# third of a new cache's CPU (bench/ingestion.py, docs/performance.md). Cyclic garbage waits for
+# at most this many allocations, a few MiB at worst.
+GC_YOUNG_THRESHOLD = 20000
 
 
 class ShoalService:
@@ -88,6 +96,7 @@ class ShoalService:
             if self._started:
                 return
             self._started = True
+            tune_gc()
             self.restore()
             # mod_wsgi never calls stop(); its daemon processes run atexit handlers when Apache
             # stops or recycles them, so the table is saved there too (stop() is idempotent).
@@ -225,6 +234,13 @@ class ShoalService:
         if self._started:
             self.save()
         self.locator.close()
+
+
+def tune_gc() -> None:
+    """Collect young objects less often (GC_YOUNG_THRESHOLD); older generations keep Python's ratios."""
+    young, middle, old = gc.get_threshold()
+    if young and young < GC_YOUNG_THRESHOLD:   # 0: collection is off, and stays so
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _admits(policy: Callable[[Heartbeat], None], entry: CacheEntry) -> bool:

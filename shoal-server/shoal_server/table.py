@@ -236,37 +236,50 @@ class CacheTable:
         holds. An authenticated heartbeat takes over unauthenticated entries of its host name.
         """
         with self._lock:
-            old = self._get(hb.uuid)
+            i = self._slot.get(hb.uuid)
+            old = self._rows[i] if i is not None else None
+            if old is not None and old.address == hb.address:
+                # Nearly every heartbeat: a known cache at its known address, so no GeoIP and one lock.
+                _check_owner(old, hb)
+                entry, build = self._store(i, old, hb, now, old.location, max_uuids)
+        if old is not None and old.address == hb.address:
+            if build:
+                self._schedule(self._build_index)
+            return entry
         _check_owner(old, hb)
-        moved = old is None or old.address != hb.address
-        location = locate(hb.address) if moved else old.location  # type: ignore[union-attr]
+        location = locate(hb.address)   # outside the lock: readers never wait for GeoIP
         with self._lock:
-            if moved:
-                location = self._intern(location)
+            location = self._intern(location)
             i = self._slot.get(hb.uuid)
             old = self._rows[i] if i is not None else None
             _check_owner(old, hb)
-            self._check_place(old, hb, max_uuids)
-            if hb.authenticated and hb.hostname in self._unauth_hosts and hb.hostname not in self._auth_hosts:
-                self._evict_squatters(hb)
-                i = self._slot.get(hb.uuid)
-            if old is None or i is None:
-                entry = CacheEntry(hb, now, now, location, None, hb.user_id)
-                i = self._append(entry)  # may replace self._cols with a larger block
-                self._write(i, entry)
-            else:
-                entry = CacheEntry(hb, old.created, now, location, old.verified, old.owner or hb.user_id)
-                if (old.hb.hostname, old.hb.authenticated, old.owner) != (hb.hostname, hb.authenticated, entry.owner):
-                    self._unindex(old)
-                    self._index(entry)
-                self._rows[i] = entry
-                self._write(i, entry, located=(location is not old.location
-                                               or hb.public_ip != old.hb.public_ip
-                                               or hb.external_ip != old.hb.external_ip))
-            self._version += 1
-            build = self._wants_index()
+            entry, build = self._store(i, old, hb, now, location, max_uuids)
         if build:
             self._schedule(self._build_index)
+        return entry
+
+    def _store(self, i: Optional[int], old: Optional[CacheEntry], hb: Heartbeat, now: float,
+               location: Optional[Location], max_uuids: Optional[int]) -> Tuple[CacheEntry, bool]:
+        # With the lock held: the rest of upsert once GeoIP has answered; also whether to rebuild the index.
+        self._check_place(old, hb, max_uuids)
+        if hb.authenticated and hb.hostname in self._unauth_hosts and hb.hostname not in self._auth_hosts:
+            self._evict_squatters(hb)
+            i = self._slot.get(hb.uuid)
+        if old is None or i is None:
+            entry = CacheEntry(hb, now, now, location, None, hb.user_id)
+            i = self._append(entry)  # may replace self._cols with a larger block
+            self._write(i, entry)
+        else:
+            entry = CacheEntry(hb, old.created, now, location, old.verified, old.owner or hb.user_id)
+            if (old.hb.hostname, old.hb.authenticated, old.owner) != (hb.hostname, hb.authenticated, entry.owner):
+                self._unindex(old)
+                self._index(entry)
+            self._rows[i] = entry
+            self._write(i, entry, located=(location is not old.location
+                                           or hb.public_ip != old.hb.public_ip
+                                           or hb.external_ip != old.hb.external_ip))
+        self._version += 1
+        return entry, self._wants_index()
         return entry
 
     def relocate(self, locate: Locate) -> int:

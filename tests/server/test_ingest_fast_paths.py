@@ -1,0 +1,209 @@
+"""Ingestion's fast paths give exactly what the full path gives, for any input.
+
+A repeated heartbeat is checked against its predecessor's RawShape instead of field by field;
+address classes come from integer ranges; GeoIP answers are remembered per address. Each is
+held here against the path it short-cuts: same Heartbeat, same repairs in the same order, same
+refusal (reason, detail, offset), same table and counters.
+"""
+import ipaddress
+import json
+import os
+
+from hypothesis import given, settings, strategies as st
+
+from shoal_server.consumer import ConsumerStatus, HeartbeatSink
+from shoal_server.geo import is_locatable, open_locator
+from shoal_server.heartbeat import InvalidHeartbeat, Limits, _ip_or_none, address_class, validate
+from shoal_server.table import CacheTable
+
+NOW = 1_700_000_000.0
+MISSING = object()
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))   # make test-fast: 200
+
+# Per field: what deployed agents send, mixed with every awkward type and value the validator
+# distinguishes (int/float/bool/str of one number, None against absent, repairable and refused).
+FIELDS = {
+    "uuid": ["u1", "u1", "u1", "u2", "bad uuid", 7],
+    "squid_port": [3128, 3128, 3129, "3128", 3128.0, True, 0, None, MISSING],
+    "cache_port": [3128, 3128, MISSING, 3129, "3128", None],
+    "public_ip": ["142.90.1.1", "142.90.1.1", "142.90.1.2", " 142.90.1.1", "10.0.0.5", "127.0.0.1", "", None,
+                  MISSING, "2001:1458::1", "2001:1458:0:0::1", "100.64.0.1", 5],
+    "private_ip": ["10.0.0.5", "10.0.0.5", "142.90.1.3", "127.0.0.1", "", None, MISSING, ["10.0.0.5"]],
+    "external_ip": [None, None, MISSING, "2001:1458::1", "142.90.1.9", "192.0.2.1", "fd00::1"],
+    "hostname": ["squid.example.org", "squid.example.org", "Squid.Example.ORG.", "squid_05.example.org",
+                 "localhost", "", None, MISSING, "142.90.1.1", "10.0.0.5", "bad name", 7],
+    "max_load": [122000, 122000, 122000.0, 5000, -112, "122000", 0, -0.0, 0.0, None, MISSING, [1],
+                 float("inf"), 10 ** 400],
+    "verified": [False, False, True, None, MISSING, 0, "true"],
+    "agent_version": ["2.0.0", "2.0.0", None, MISSING, "bad version!", 2],
+    "upstream": ["both", "both", "BOTH", "cvmfs", None, MISSING, "nope", 1],
+    "cache_type": ["squid", "squid", "Varnish", None, MISSING, "x"],
+    "load": [1.5, 300, 300.0, "12", -1, None, MISSING, float("inf"), True],
+    "timestamp": [NOW, NOW - 10.5, NOW - 1000, NOW + 1000, "1700000000", None, MISSING, True],
+}
+LIMITS = [Limits(), Limits(lab_addresses=True), Limits(trust_verified_claim=False, default_max_load=5000.0),
+          Limits(require_user_id=True, legacy_users=frozenset({"guest"}))]
+USERS = [None, "alice", "guest"]
+
+
+def message(values):
+    return {k: v for k, v in values.items() if v is not MISSING}
+
+
+AGENT = message({k: v[0] for k, v in FIELDS.items()})   # what a current agent sends
+
+
+@st.composite
+def changed(draw, base, always=()):
+    """``base`` with a few fields (and always those in ``always``) drawn anew."""
+    keys = draw(st.sets(st.sampled_from(sorted(FIELDS)), max_size=3)) | set(always)
+    values = dict(base)
+    for key in keys:
+        value = draw(st.sampled_from(FIELDS[key]))
+        values.pop(key, None)
+        if value is not MISSING:
+            values[key] = value
+    return values
+
+
+messages = changed(AGENT)
+
+
+def repeats(first):
+    """``first`` again with new load and timestamp, and sometimes a few other fields changed."""
+    return changed(first, always=("load", "timestamp"))
+
+
+def outcome(data, limits, user, previous=None, now=NOW):
+    """What validation says, in every detail a user could see."""
+    try:
+        hb = validate(data, now, limits, user, previous)
+    except InvalidHeartbeat as err:
+        return ("refused", err.reason, err.detail, err.offset)
+    return ("ok", hb, hb.repairs, hb.authenticated, hb.user_id)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.data(), messages, st.sampled_from(LIMITS), st.sampled_from(LIMITS), st.sampled_from(USERS),
+       st.sampled_from(USERS))
+def test_repeated_heartbeat_validates_as_from_scratch(data, first, limits, other_limits, user, next_user):
+    try:
+        hb = validate(first, NOW, limits, user)
+    except InvalidHeartbeat:
+        return
+    # The second message from a uuid takes the full path and records its shape; later ones may use it.
+    again = validate(json.loads(json.dumps(first)), NOW, limits, user, previous=hb)
+    assert outcome(first, limits, user) == outcome(first, limits, user, previous=hb)
+    later = data.draw(repeats(first))
+    now = NOW + data.draw(st.sampled_from([0.0, 30.0, 170.0]))
+    assert outcome(later, limits, next_user, again, now) == outcome(later, limits, next_user, None, now)
+    # A shape taken under other limits is never trusted for these.
+    assert outcome(later, other_limits, next_user, again, now) == outcome(later, other_limits, next_user, None, now)
+
+
+class FullPathSink(HeartbeatSink):
+    """The sink as it was: every message validated from scratch."""
+
+    def _previous(self, uuid):
+        return None
+
+
+def table_state(table):
+    return [(e.hb, e.hb.repairs, e.hb.authenticated, e.created, e.last_active, e.owner) for e in table.snapshot()]
+
+
+@settings(max_examples=max(50, EXAMPLES // 5), deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["u1", "u2"]), st.data()), min_size=1, max_size=8),
+       st.sampled_from(LIMITS))
+def test_sink_with_fast_path_keeps_the_table_and_counters_of_the_full_path(steps, limits):
+    class Locator:
+        def locate(self, address):
+            return None
+
+        def close(self):
+            pass
+
+    fast = HeartbeatSink(CacheTable(), Locator(), limits, ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
+    full = FullPathSink(CacheTable(), Locator(), limits, ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
+    last = {}
+    for uuid, data in steps:
+        base = last.get(uuid) or dict(data.draw(messages), uuid=uuid)
+        msg = data.draw(repeats(base)) if uuid in last else base
+        last[uuid] = msg
+        body = json.dumps(msg).encode()
+        user = data.draw(st.sampled_from(USERS))
+        a, b = fast.handle(body, user), full.handle(body, user)
+        assert (a is None) == (b is None)
+    assert table_state(fast._table) == table_state(full._table)
+    assert fast._status.counters() == full._status.counters()
+
+
+def reference_address_class(text):
+    """address_class as it was written before the integer ranges: ipaddress all the way."""
+    from shoal_server import heartbeat as hbmod
+    addr = _ip_or_none(text)
+    if addr is None:
+        return "invalid"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return "non-global"
+    if addr.is_global and not addr.is_multicast:
+        if isinstance(addr, ipaddress.IPv4Address):
+            outside = any(addr in net for net in hbmod._NOT_GLOBAL_V4)
+        else:
+            outside = addr not in hbmod._GLOBAL_UNICAST_V6 or any(addr in net for net in hbmod._NOT_GLOBAL_V6)
+        return "reserved" if outside else "global"
+    return hbmod._classify(text)
+
+
+def _edges():
+    """Both ends (and one beyond each) of every network the tables or ipaddress single out."""
+    from shoal_server import heartbeat as hbmod
+    nets = [*hbmod._NOT_GLOBAL_V4, *hbmod._NOT_GLOBAL_V6, hbmod._GLOBAL_UNICAST_V6, hbmod._ULA_V6,
+            hbmod._DOC_V6, hbmod._SHARED_V4, *hbmod._PRIVATE_V4, *hbmod._DOC_V4]
+    out = []
+    for net in nets:
+        top = 2 ** net.max_prefixlen - 1
+        for value in (int(net.network_address) - 1, int(net.network_address), int(net.broadcast_address),
+                      int(net.broadcast_address) + 1):
+            if 0 <= value <= top:
+                out.append(str(ipaddress.ip_address(value) if net.version == 4 else ipaddress.IPv6Address(value)))
+    return out
+
+
+addresses = st.one_of(st.ip_addresses().map(str), st.sampled_from(_edges()),
+                      st.text(alphabet="0123456789.:abcdef%f ", max_size=24))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(addresses)
+def test_address_class_matches_the_ipaddress_classification(text):
+    assert address_class(text) == reference_address_class(text)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.one_of(addresses, st.none()))
+def test_is_locatable_is_ipaddress_is_global(text):
+    try:
+        expected = ipaddress.ip_address(text).is_global
+    except ValueError:
+        expected = False
+    assert is_locatable(text) == expected
+
+
+_LOCATOR = []
+
+
+def bundled_locator():
+    if not _LOCATOR:
+        _LOCATOR.append(open_locator(""))
+    return _LOCATOR[0]
+
+
+@settings(max_examples=max(50, EXAMPLES // 5), deadline=None)
+@given(st.lists(st.one_of(st.ip_addresses(v=4).map(str), st.sampled_from(["142.90.1.1", "128.141.1.1", "10.0.0.5",
+                                                                             "2001:1458::1", "", "x"])),
+                min_size=1, max_size=20))
+def test_remembered_places_are_the_database_answers(queries):
+    geo = bundled_locator()
+    for address in queries:
+        assert geo.locate(address) == geo._locate(address)
