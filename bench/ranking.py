@@ -208,7 +208,7 @@ def over_http(sizes: List[int], quick: bool, seconds: float, conns: List[int]) -
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=2.0, help="duration of each wrk run")
+    p.add_argument("--seconds", type=float, default=common.WRK_SECONDS, help="duration of each wrk run")
     p.add_argument("--sizes", type=int, nargs="+", help="table sizes in-process")
     p.add_argument("--http-sizes", type=int, nargs="+", help="table sizes over HTTP")
     p.add_argument("--no-http", action="store_true")
