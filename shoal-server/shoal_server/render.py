@@ -68,7 +68,9 @@ class AllBody:
     are encoded. When the list kept its length (heartbeats of known caches: the hostname order
     does not move) the previous body's parts are patched at the positions that changed, found
     by one C-speed comparison; otherwise fragments are looked up by entry. The rest is one join.
-    The bytes are exactly ``to_json`` of the same records (tests/web/test_statuspage_cache.py).
+    The body is kept as bytes (JSON here is ASCII), so a request for a megabytes-long /all does
+    not encode it again; they are exactly ``to_json`` of the same records, encoded
+    (tests/web/test_statuspage_cache.py).
     """
 
     # Above this share of changed positions the parts are rebuilt by entry instead of patched.
@@ -79,19 +81,19 @@ class AllBody:
         # The last list rendered and its body's parts (keys and fragments interleaved); the list
         # keeps the entries alive, so ids taken from it are those very entries. One tuple:
         # replaced at once, so a concurrent render sees a consistent pair.
-        self._last: Tuple[Sequence[CacheEntry], List[str]] = ((), ["{}"])
-        self._keys: List[str] = []
+        self._last: Tuple[Sequence[CacheEntry], List[bytes]] = ((), [b"{}"])
+        self._keys: List[bytes] = []
 
-    def fragment(self, entry: CacheEntry) -> str:
+    def fragment(self, entry: CacheEntry) -> bytes:
         return json.dumps(cache_record(entry, verification=self.verification),
-                          separators=(", ", ": "), allow_nan=False)
+                          separators=(", ", ": "), allow_nan=False).encode("ascii")
 
-    def render(self, ordered: Sequence[CacheEntry]) -> str:
+    def render(self, ordered: Sequence[CacheEntry]) -> bytes:
         """The body listing ``ordered`` as ``{"0": {...}, ...}``."""
         last, last_parts = self._last
         n = len(ordered)
         if n == 0:
-            parts = ["{}"]
+            parts = [b"{}"]
         elif n == len(last):
             changed = list(itertools.compress(range(n), map(operator.is_not, ordered, last)))
             if len(changed) * self.PATCH_SHARE > n:
@@ -103,11 +105,12 @@ class AllBody:
         else:
             parts = self._parts(ordered, last, last_parts)
         self._last = (ordered, parts)
-        return "".join(parts)
+        return b"".join(parts)
 
-    def _parts(self, ordered: Sequence[CacheEntry], last: Sequence[CacheEntry], last_parts: List[str]) -> List[str]:
+    def _parts(self, ordered: Sequence[CacheEntry], last: Sequence[CacheEntry],
+               last_parts: List[bytes]) -> List[bytes]:
         old = dict(zip(map(id, last), last_parts[1::2])) if last else {}
-        fragments: List[Optional[str]] = list(map(old.get, map(id, ordered)))
+        fragments: List[Optional[bytes]] = list(map(old.get, map(id, ordered)))
         i = 0
         while True:   # only the new entries: list.index scans in C
             try:
@@ -119,11 +122,11 @@ class AllBody:
         n = len(ordered)
         keys = self._keys   # '{"0": ', ', "1": ', ...: the separators go with the keys
         if len(keys) < n:
-            keys = self._keys = ['{"0": '] + [f', "{i}": ' for i in range(1, max(n, 2 * len(keys)))]
-        parts: List[Optional[str]] = [None] * (2 * n + 1)
+            keys = self._keys = [b'{"0": '] + [b', "%d": ' % i for i in range(1, max(n, 2 * len(keys)))]
+        parts: List[Optional[bytes]] = [None] * (2 * n + 1)
         parts[0:2 * n:2] = keys[:n]        # slice assignments: C-speed
         parts[1:2 * n:2] = fragments
-        parts[2 * n] = "}"
+        parts[2 * n] = b"}"
         return parts  # type: ignore[return-value]
 
 

@@ -57,7 +57,7 @@ class Shoal:
         self._health = health or self._basic_health
         self.resolver = ClientResolver(config.general.trusted_proxies)
         self.weights = Weights(config.cache.cache_distloadweight, config.cache.cache_loadconstant)
-        self._all_body: Tuple[Tuple[CacheEntry, ...], str] = ((), "{}")
+        self._all_body: Tuple[Tuple[CacheEntry, ...], bytes] = ((), b"{}")
         self._all = AllBody(config.cache.cache_verification)
         self.outline = load_world_outline()
         self._view: Optional[StatusView] = None
@@ -112,7 +112,7 @@ class Shoal:
         self._view = view   # a race between threads only derives twice
         return view
 
-    def all(self) -> Tuple[str, str, str]:
+    def all(self) -> Tuple[str, str, bytes]:
         # The body is kept per snapshot; a new one re-encodes only the entries that changed.
         entries, body = self._all_body
         view = self.view()

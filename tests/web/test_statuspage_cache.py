@@ -77,7 +77,7 @@ def query(request: PageRequest) -> dict:
 def check(shoal: Shoal, requests) -> None:
     for request in requests:
         assert shoal.status_page(query(request), "10")[2] == fresh_page(shoal, request, 10), request
-    assert shoal.all()[2] == fresh_all(shoal)
+    assert shoal.all()[2] == fresh_all(shoal).encode("ascii")
 
 
 @pytest.mark.parametrize("limit", [2, statuspage.MAP_MARK_LIMIT])   # merged marks per cell, one per cache
