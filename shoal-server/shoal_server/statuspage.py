@@ -374,6 +374,11 @@ def _changes(old: Sequence[CacheEntry], new: Sequence[CacheEntry]) -> Tuple[List
     return removed, added
 
 
+# Where render_bytes splices in the map's kept bytes. The page is split at its first occurrence,
+# and all that precedes the map is the template and counts: nothing a sender wrote.
+_MAP_SLOT = "\x00map\x00"
+
+
 class StatusView:
     """Everything of the page that depends only on one snapshot of the table.
 
@@ -396,6 +401,7 @@ class StatusView:
         self.outline = outline
         self._orders = orders
         self._map: Optional[str] = None
+        self._map_bytes: Optional[bytes] = None
         self._circles: Circles = {}   # per-cache circles of the map (also the next version's start)
         self._rows: Dict[int, Tuple[CacheEntry, Tuple[str, str, str]]] = {}   # id -> (entry, row parts)
 
@@ -452,8 +458,25 @@ class StatusView:
             self._map = render_map_svg(circles, unplaced, len(self.entries), self.outline)
         return self._map
 
+    def map_bytes(self) -> bytes:
+        """The map encoded once per version: it is most of the page (a circle per cache up to 2,000)."""
+        if self._map_bytes is None:
+            self._map_bytes = self.map_html().encode("utf-8")
+        return self._map_bytes
+
+    def render_bytes(self, now: float, request: PageRequest, page_size: int, consumer_connected: bool,
+                     refresh: int = REFRESH_SECONDS, refused: Sequence[Refusal] = ()) -> bytes:
+        """``render`` as UTF-8, with the map's bytes kept per version (only the rest is encoded per request)."""
+        page = self._render(now, request, page_size, consumer_connected, refresh, refused, _MAP_SLOT)
+        head, tail = page.split(_MAP_SLOT, 1)
+        return b"".join((head.encode("utf-8"), self.map_bytes(), tail.encode("utf-8")))
+
     def render(self, now: float, request: PageRequest, page_size: int, consumer_connected: bool,
                refresh: int = REFRESH_SECONDS, refused: Sequence[Refusal] = ()) -> str:
+        return self._render(now, request, page_size, consumer_connected, refresh, refused, self.map_html())
+
+    def _render(self, now: float, request: PageRequest, page_size: int, consumer_connected: bool,
+                refresh: int, refused: Sequence[Refusal], map_html: str) -> str:
         entries, totals, drift_tolerance = self.entries, self.totals, self.tolerance
         pages = max(1, math.ceil(len(entries) / page_size))
         page = min(request.page, pages)
@@ -463,7 +486,7 @@ class StatusView:
         verified, drifting, unauthenticated = totals.verified, totals.drifting, totals.unauthenticated
         return _page(entries, now, request, pages, drift_tolerance, consumer_connected, refresh, refused,
                      self.rows(shown, now), total_load, total_max, verified, drifting, unauthenticated,
-                     self.map_html())
+                     map_html)
 
     def rows(self, shown: Sequence[CacheEntry], now: float) -> str:
         """The table rows of ``shown``: each cache's row is built once per entry, only its ages per request."""

@@ -140,13 +140,13 @@ class Shoal:
                 "geoip": geo_health(self.locator)}
         return health.http_status, JSON, json.dumps(body)
 
-    def status_page(self, query: dict, size_text: Optional[str] = None) -> Tuple[str, str, str]:
+    def status_page(self, query: dict, size_text: Optional[str] = None) -> Tuple[str, str, bytes]:
         # Upstream's "/N" gave the page size in the path; it is kept within the configured bounds.
         size = self.config.general.status_page_size
         if size_text:
             size = max(MIN_PAGE_SIZE, min(MAX_PAGE_SIZE, int(size_text)))
-        body = self.view().render(self.clock(), parse_request(query), size, self.status.connected,
-                                  refused=self.status.refused.newest(REFUSED_ON_PAGE))
+        body = self.view().render_bytes(self.clock(), parse_request(query), size, self.status.connected,
+                                        refused=self.status.refused.newest(REFUSED_ON_PAGE))
         return "200 OK", HTML, body
 
     def metrics_page(self, accept: str) -> Tuple[str, str, str]:

@@ -76,7 +76,7 @@ def query(request: PageRequest) -> dict:
 
 def check(shoal: Shoal, requests) -> None:
     for request in requests:
-        assert shoal.status_page(query(request), "10")[2] == fresh_page(shoal, request, 10), request
+        assert shoal.status_page(query(request), "10")[2] == fresh_page(shoal, request, 10).encode(), request
     assert shoal.all()[2] == fresh_all(shoal).encode("ascii")
 
 
@@ -138,10 +138,10 @@ def test_kept_rows_show_the_ages_of_the_request_time():
     shoal = Shoal(table, Locator(), ServerConfig(), ConsumerStatus(), clock=lambda: now[0])
     for i in range(3):
         table.upsert(heartbeat(i, 10.0 * i, 0.0, i, True), NOW - 30, locate)
-    first = shoal.status_page({})[2]
+    first = shoal.status_page({})[2].decode()
     assert "30 s ago" in first
     now[0] = NOW + 600
-    later = shoal.status_page({})[2]
+    later = shoal.status_page({})[2].decode()
     assert "10 min ago" in later and "30 s ago" not in later
     assert later == render_status(table.snapshot(), NOW + 600, PageRequest(), shoal.config.general.status_page_size,
                                   shoal.config.cache.cache_clock_drift, shoal.status.connected, shoal.outline)
