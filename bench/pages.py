@@ -180,7 +180,8 @@ def over_http(sizes: List[int], churn: float, rounds: int, seconds: float) -> Di
             final = srv.health()
         finally:
             srv.stop()
-    return {"rows": rows, "churn_target": churn, "seconds": max(1, round(seconds)), "published": sent.value, "dropped": sum(final["dropped"].values())}
+    return {"rows": rows, "churn_target": churn, "seconds": max(1, round(seconds)), "published": sent.value,
+            "dropped": sum(final["dropped"].values())}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
