@@ -158,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "loadavg": [load, os.getloadavg()[0]],
     }
     md = common.table(
-        ["agents", "heartbeats/s", "minutes", "published", "consumed", "dropped (invalid)", "not in table",
+        ["agents", "heartbeats/s", "minutes", "published", "accepted", "dropped (invalid)", "not in table",
          "backlog drained in s", "/nearest req", "errors", "p50 ms", "p99 ms", "max ms", "server CPU (cores)",
          "RSS start → end (max) MiB"],
         [[args.agents, summary["heartbeat_rate"], args.minutes, published, accepted, dropped, missing, drain,
