@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
@@ -31,6 +31,9 @@ sys.path.insert(0, os.path.join(REPO, "shoal-server"))
 from support.rabbitnode import RabbitNode, free_port, wait_port  # noqa: E402
 
 __all__ = ["RabbitNode", "free_port", "wait_port"]
+
+WRK_SECONDS = 2.0        # each wrk run (ranking, pages); docs/performance.md says so from this constant
+NOISY_SPREAD = 0.3       # repeated medians whose interquartile range exceeds this share of their median
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -52,6 +55,15 @@ def percentile(xs: Sequence[float], q: float) -> float:
     s = sorted(xs)
     k = max(0, min(len(s) - 1, int(round(q / 100.0 * len(s) + 0.5)) - 1))
     return s[k]
+
+
+def relative_spread(xs: Sequence[float]) -> float:
+    """Interquartile range over the median of repeated figures (0: they agree); nan below 2 values."""
+    xs = [x for x in xs if x == x]
+    if len(xs) < 2 or not median(xs):
+        return float("nan")
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return (q3 - q1) / abs(median(xs))
 
 
 def timed(fn: Any, repeat: int, clock: Any = time.perf_counter) -> List[float]:
@@ -98,8 +110,20 @@ def machine() -> Dict[str, Any]:
         "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kib / 1048576, 1),
         "python": platform.python_version(), "rabbitmq": rabbit, "erlang": erlang,
         "pika": pika.__version__, "numpy": numpy.__version__, "kernel": platform.release(),
-        "loadavg_at_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "loadavg_at_save": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
+
+
+def command(name: str, argv: Optional[Sequence[str]] = None) -> str:
+    """The shell command that reproduces a benchmark's figures (its own arguments, from the repo root)."""
+    if argv is None:
+        argv = sys.argv[1:] if os.path.basename(sys.argv[0]) == name + ".py" else []
+    args = []
+    for a in argv:
+        if os.path.isabs(a) and os.path.realpath(a).startswith(os.path.realpath(REPO) + os.sep):
+            a = os.path.relpath(a, REPO)
+        args.append(a if re.fullmatch(r"[\w./:=,@+-]+", a) else "'" + a.replace("'", "'\\''") + "'")
+    return " ".join([".venv/bin/python", f"bench/{name}.py", *args])
 
 
 # ---------------------------------------------------------------- output
@@ -128,9 +152,9 @@ def _fmt(value: Any) -> str:
 
 
 def save(out_dir: str, name: str, data: Dict[str, Any], markdown: str) -> str:
-    """Write ``name.json`` (data + machine + the table as Markdown); return the JSON path."""
+    """Write ``name.json`` (data + machine + command + the table as Markdown); return the JSON path."""
     os.makedirs(out_dir, exist_ok=True)
-    data = {"benchmark": name, "machine": machine(), "table_md": markdown, **data}
+    data = {"benchmark": name, "machine": machine(), "command": command(name), "table_md": markdown, **data}
     path = os.path.join(out_dir, name + ".json")
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
@@ -211,13 +235,15 @@ WORLD_OCTETS = (1, 14, 24, 27, 36, 41, 42, 43, 49, 50, 58, 59, 60, 61, 62, 66, 7
 
 
 def addresses(count: int, seed: int = 1) -> List[str]:
-    """``count`` distinct global IPv4 addresses spread over the world."""
+    """``count`` distinct global IPv4 addresses spread over the world (none the server would refuse)."""
+    import ipaddress
     import random
     rnd = random.Random(seed)
     seen: Dict[str, None] = {}
     while len(seen) < count:
         ip = f"{rnd.choice(WORLD_OCTETS)}.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}"
-        seen.setdefault(ip)
+        if ipaddress.ip_address(ip).is_global:   # 203.0.113.0/24 and friends are documentation
+            seen.setdefault(ip)
     return list(seen)
 
 
@@ -229,6 +255,42 @@ def heartbeat_body(uuid: str, ip: str, load: float, now: float) -> bytes:
         "timestamp": now, "verified": False, "upstream": "both", "cache_type": "squid",
         "agent_version": "2.0.0",
     }).encode()
+
+
+def publish_paced(host: str, port: int, exchange: str, rate: float, seconds: float, body: Callable[[int], bytes],
+                  sent: Any, stop: Any = None) -> None:
+    """Publish ``body(k)`` for k = 0, 1, ... at ``rate`` per second for ``seconds`` (or until ``stop`` is set).
+
+    Open loop: a message is due at ``k / rate`` from the start; whatever is due is sent at once,
+    so a stall is followed by a burst and the achieved rate is what the broker let us reach.
+    ``sent`` (a shared ``Value``) counts what was handed to the broker.
+    """
+    from support.heartbeats import Publisher
+    pub = Publisher(exchange, host, port)
+    start = time.monotonic()
+    k = 0
+    try:
+        while stop is None or not stop.is_set():
+            elapsed = time.monotonic() - start
+            if elapsed >= seconds:
+                break
+            due = min(int(elapsed * rate) + 1, int(seconds * rate))
+            while k < due:
+                pub.send(body(k))
+                k += 1
+                if k % 100 == 0:
+                    sent.value = k
+            time.sleep(max(0.0, min(0.05, start + k / rate - time.monotonic())))
+    finally:
+        sent.value = k
+        pub.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:

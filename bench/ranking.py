@@ -292,7 +292,7 @@ def under_churn(srv: Any, broker: Any, ips: List[str], seconds: float, conns: Li
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=2.0, help="duration of each wrk run")
+    p.add_argument("--seconds", type=float, default=common.WRK_SECONDS, help="duration of each wrk run")
     p.add_argument("--sizes", type=int, nargs="+", help="table sizes in-process")
     p.add_argument("--http-sizes", type=int, nargs="+", help="table sizes over HTTP")
     p.add_argument("--no-http", action="store_true")

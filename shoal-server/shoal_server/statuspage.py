@@ -374,6 +374,11 @@ def _changes(old: Sequence[CacheEntry], new: Sequence[CacheEntry]) -> Tuple[List
     return removed, added
 
 
+# Where render_bytes splices in the map's kept bytes. The page is split at its first occurrence,
+# and all that precedes the map is the template and counts: nothing a sender wrote.
+_MAP_SLOT = "\x00map\x00"
+
+
 class StatusView:
     """Everything of the page that depends only on one snapshot of the table.
 
@@ -386,6 +391,8 @@ class StatusView:
     REBUILD_SHARE = 8
     # How many sort orders are kept and carried to the next version.
     KEPT_ORDERS = 4
+    # Rendered rows kept (a few pages' worth); beyond, the cache starts again.
+    KEPT_ROWS = 4096
 
     def __init__(self, entries: Tuple[CacheEntry, ...], totals: _Totals, outline: Optional[WorldOutline],
                  orders: Dict[Tuple[str, bool], _Order]) -> None:
@@ -394,7 +401,9 @@ class StatusView:
         self.outline = outline
         self._orders = orders
         self._map: Optional[str] = None
+        self._map_bytes: Optional[bytes] = None
         self._circles: Circles = {}   # per-cache circles of the map (also the next version's start)
+        self._rows: Dict[int, Tuple[CacheEntry, Tuple[str, str, str]]] = {}   # id -> (entry, row parts)
 
     @property
     def tolerance(self) -> float:
@@ -424,6 +433,7 @@ class StatusView:
                   for (sort, descending), order in list(self._orders.items())}
         view = StatusView(entries, totals, self.outline, orders)
         view._circles = self._circles   # the dict holds its entries, so its ids stay theirs
+        view._rows = self._rows         # likewise; a changed cache is a new entry, so a new row
         return view
 
     def order(self, sort: str, descending: bool) -> _Order:
@@ -448,8 +458,25 @@ class StatusView:
             self._map = render_map_svg(circles, unplaced, len(self.entries), self.outline)
         return self._map
 
+    def map_bytes(self) -> bytes:
+        """The map encoded once per version: it is most of the page (a circle per cache up to 2,000)."""
+        if self._map_bytes is None:
+            self._map_bytes = self.map_html().encode("utf-8")
+        return self._map_bytes
+
+    def render_bytes(self, now: float, request: PageRequest, page_size: int, consumer_connected: bool,
+                     refresh: int = REFRESH_SECONDS, refused: Sequence[Refusal] = ()) -> bytes:
+        """``render`` as UTF-8, with the map's bytes kept per version (only the rest is encoded per request)."""
+        page = self._render(now, request, page_size, consumer_connected, refresh, refused, _MAP_SLOT)
+        head, tail = page.split(_MAP_SLOT, 1)
+        return b"".join((head.encode("utf-8"), self.map_bytes(), tail.encode("utf-8")))
+
     def render(self, now: float, request: PageRequest, page_size: int, consumer_connected: bool,
                refresh: int = REFRESH_SECONDS, refused: Sequence[Refusal] = ()) -> str:
+        return self._render(now, request, page_size, consumer_connected, refresh, refused, self.map_html())
+
+    def _render(self, now: float, request: PageRequest, page_size: int, consumer_connected: bool,
+                refresh: int, refused: Sequence[Refusal], map_html: str) -> str:
         entries, totals, drift_tolerance = self.entries, self.totals, self.tolerance
         pages = max(1, math.ceil(len(entries) / page_size))
         page = min(request.page, pages)
@@ -458,16 +485,30 @@ class StatusView:
         total_load, total_max = _unfixed(totals.load), _unfixed(totals.max_load)
         verified, drifting, unauthenticated = totals.verified, totals.drifting, totals.unauthenticated
         return _page(entries, now, request, pages, drift_tolerance, consumer_connected, refresh, refused,
-                     shown, total_load, total_max, verified, drifting, unauthenticated, self.map_html())
+                     self.rows(shown, now), total_load, total_max, verified, drifting, unauthenticated,
+                     map_html)
+
+    def rows(self, shown: Sequence[CacheEntry], now: float) -> str:
+        """The table rows of ``shown``: each cache's row is built once per entry, only its ages per request."""
+        kept, tolerance = self._rows, self.tolerance
+        if len(kept) > self.KEPT_ROWS:
+            kept = self._rows = {}   # threads may race here: that only renders a row twice
+        out = []
+        for e in shown:
+            hit = kept.get(id(e))
+            if hit is None or hit[0] is not e:
+                hit = kept[id(e)] = (e, _row_parts(e, tolerance))
+            head, middle, tail = hit[1]
+            out.append(f"{head}{_age(now - e.last_active)}{middle}{_age(now - e.created)}{tail}")
+        return "\n".join(out)
 
 
 def _page(entries: Sequence[CacheEntry], now: float, request: PageRequest, pages: int, drift_tolerance: float,
-          consumer_connected: bool, refresh: int, refused: Sequence[Refusal], shown: Sequence[CacheEntry],
+          consumer_connected: bool, refresh: int, refused: Sequence[Refusal], rows: str,
           total_load: float, total_max: float, verified: int, drifting: int, unauthenticated: int,
           map_html: str) -> str:
     percent = f"{100.0 * total_load / total_max:.0f}" if total_max else "0"
     state, state_class = ("connected", "ok") if consumer_connected else ("DISCONNECTED", "bad")
-    rows = "\n".join(_row(e, now, drift_tolerance) for e in shown)
     if not rows:
         rows = f'<tr class="empty"><td colspan="{len(COLUMNS)}">No cache has sent a heartbeat yet.</td></tr>'
     static = f"static/status.css?v={_e(__version__)}"
@@ -520,7 +561,8 @@ def _headings(request: PageRequest) -> str:
     return "".join(cells)
 
 
-def _row(e: CacheEntry, now: float, tolerance: float) -> str:
+def _row_parts(e: CacheEntry, tolerance: float) -> Tuple[str, str, str]:
+    """A cache's table row, cut where the two ages (the only parts that depend on the clock) go."""
     hb = e.hb
     ratio = hb.load / hb.max_load if hb.max_load > 0 else 1.0
     level = load_level(hb.load, hb.max_load)
@@ -535,7 +577,7 @@ def _row(e: CacheEntry, now: float, tolerance: float) -> str:
     verified = '<span class="yes">yes</span>' if e.is_verified else '<span class="no">no</span>'
     unauth = ("" if hb.authenticated else
               ' <span class="tag unauth" title="legacy agent: no broker identity">unauthenticated</span>')
-    return (
+    head = (
         f'<tr data-uuid="{_e(e.uuid)}" data-authenticated="{"true" if hb.authenticated else "false"}">'
         f'<td data-label="Hostname" class="host"><span>{_e(hb.hostname)}<span class="muted">:{hb.squid_port}</span></span>{unauth}</td>'
         f'<td data-label="IP addresses">{ip_cell}</td>'
@@ -544,11 +586,12 @@ def _row(e: CacheEntry, now: float, tolerance: float) -> str:
         f'<svg class="bar" viewBox="0 0 100 8" preserveAspectRatio="none" aria-hidden="true">'
         f'<rect class="track" width="100" height="8"/><rect class="l{level}" width="{bar_width:.1f}" height="8"/></svg>'
         f'<span class="nums">{hb.load:.0f} / {hb.max_load:.0f} KB/s</span></td>'
-        f'<td data-label="Last heard"><span title="{_utc(e.last_active)}">{_age(now - e.last_active)} ago</span></td>'
-        f'<td data-label="Up time"><span title="since {_utc(e.created)}">{_age(now - e.created)}</span></td>'
-        f'<td data-label="Verified">{verified}</td>'
-        f'<td data-label="Clock drift">{drift}</td></tr>'
+        f'<td data-label="Last heard"><span title="{_utc(e.last_active)}">'
     )
+    middle = f' ago</span></td><td data-label="Up time"><span title="since {_utc(e.created)}">'
+    tail = (f'</span></td><td data-label="Verified">{verified}</td>'
+            f'<td data-label="Clock drift">{drift}</td></tr>')
+    return head, middle, tail
 
 
 def _offset(refusal: Refusal) -> str:

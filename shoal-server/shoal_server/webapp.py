@@ -57,7 +57,7 @@ class Shoal:
         self._health = health or self._basic_health
         self.resolver = ClientResolver(config.general.trusted_proxies)
         self.weights = Weights(config.cache.cache_distloadweight, config.cache.cache_loadconstant)
-        self._all_body: Tuple[Tuple[CacheEntry, ...], str] = ((), "{}")
+        self._all_body: Tuple[Tuple[CacheEntry, ...], bytes] = ((), b"{}")
         self._all = AllBody(config.cache.cache_verification)
         self.outline = load_world_outline()
         self._view: Optional[StatusView] = None
@@ -111,7 +111,7 @@ class Shoal:
         self._view = view   # a race between threads only derives twice
         return view
 
-    def all(self) -> Tuple[str, str, str]:
+    def all(self) -> Tuple[str, str, bytes]:
         # The body is kept per snapshot; a new one re-encodes only the entries that changed.
         entries, body = self._all_body
         view = self.view()
@@ -139,13 +139,13 @@ class Shoal:
                 "geoip": geo_health(self.locator)}
         return health.http_status, JSON, json.dumps(body)
 
-    def status_page(self, query: dict, size_text: Optional[str] = None) -> Tuple[str, str, str]:
+    def status_page(self, query: dict, size_text: Optional[str] = None) -> Tuple[str, str, bytes]:
         # Upstream's "/N" gave the page size in the path; it is kept within the configured bounds.
         size = self.config.general.status_page_size
         if size_text:
             size = max(MIN_PAGE_SIZE, min(MAX_PAGE_SIZE, int(size_text)))
-        body = self.view().render(self.clock(), parse_request(query), size, self.status.connected,
-                                  refused=self.status.refused.newest(REFUSED_ON_PAGE))
+        body = self.view().render_bytes(self.clock(), parse_request(query), size, self.status.connected,
+                                        refused=self.status.refused.newest(REFUSED_ON_PAGE))
         return "200 OK", HTML, body
 
     def metrics_page(self, accept: str) -> Tuple[str, str, str]:

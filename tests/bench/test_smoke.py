@@ -69,6 +69,11 @@ def test_client(tmp_path):
 def test_soak(tmp_path):
     data = run_bench("soak", tmp_path)
     assert data["ok"] and data["summary"]["requests"] > 0 and data["summary"]["errors"] == 0
+    # Every heartbeat published was consumed, and every agent heard from is in the table.
+    summary = data["summary"]
+    assert summary["heartbeats_sent"] == summary["accepted"] > 0 and summary["lost"] == 0
+    assert summary["caches_end"] == data["settings"]["agents"]
+    assert data["command"] == ".venv/bin/python bench/soak.py --quick --out " + str(tmp_path)
 
 
 def test_ssl_overhead(tmp_path):
@@ -86,27 +91,68 @@ def test_run_all_rewrites_only_the_marked_blocks(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     machine = {"nproc": 2, "cpu": "x", "memory_gib": 1, "python": "3", "rabbitmq": "r", "erlang": "e", "pika": "p",
-               "numpy": "n", "loadavg_at_start": 1.0, "date": "d"}
+               "numpy": "n", "loadavg_at_save": 1.0, "date": "d"}
     (results / "ranking.json").write_text(json.dumps({
         "benchmark": "ranking", "quick": False, "machine": machine, "table_md": "| new |\n|-----|",
+        "command": ".venv/bin/python bench/ranking.py --out bench/results",
         "verdict": {"in_process_1000": 0.2, "in_process_100000": 25.0, "http_ratio_10k_p50": 1.5}}))
     assert sorted(run_all.update_doc(str(results), str(doc))) == ["ranking", "targets"]
     text = doc.read_text()
     assert text.startswith("intro\n<!-- bench:ranking -->\n| new |") and "middle" in text and text.endswith("end\n")
     assert "old" not in text
+    # The table names the command that reproduces it.
+    assert "Reproduce: `.venv/bin/python bench/ranking.py --out bench/results`" in text
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in text.splitlines() if line.startswith("| ranking in-process")}
-    assert rows["ranking in-process, 100,000 caches"] == ["≤ 20 ms", "25.00 ms", "**missed**"]
-    assert rows["ranking in-process, 1,000 caches"] == ["≤ 1 ms", "0.200 ms", "met"]
+    assert rows["ranking in-process, 100,000 caches"] == ["≤ 20 ms", "25.00 ms", "**missed**", "`bench/ranking.py`"]
+    assert rows["ranking in-process, 1,000 caches"] == ["≤ 1 ms", "0.200 ms", "met", "`bench/ranking.py`"]
+    # A key no benchmark wrote yet is shown, not judged.
+    assert rows["ranking in-process, 1,000,000 caches"] == ["≤ 5 ms", "not measured", "–", "`bench/ranking.py`"]
+
+
+def test_run_all_warns_of_a_noisy_run(tmp_path):
+    import run_all
+    doc = tmp_path / "performance.md"
+    doc.write_text("<!-- bench:noise -->\n<!-- /bench:noise -->\n<!-- bench:machine -->\n<!-- /bench:machine -->\n")
+    machine = {"nproc": 2, "cpu": "x", "memory_gib": 1, "python": "3", "rabbitmq": "r", "erlang": "e", "pika": "p",
+               "numpy": "n", "loadavg_at_save": 1.0, "date": "d"}
+    (tmp_path / "pages.json").write_text(json.dumps({"benchmark": "pages", "quick": False, "machine": machine,
+                                                     "table_md": "| t |", "spread": 0.05}))
+    run = {"seconds": 10, "exit": 0, "date": "d"}
+    log = {"runs": {"pages": {**run, "load_start": 0.5, "load_end": 1.5}}}
+    (tmp_path / "run_all.json").write_text(json.dumps(log))
+    run_all.update_doc(str(tmp_path), str(doc))
+    assert "Warning" not in doc.read_text() and "| 0.5 " in doc.read_text()   # load at start, in the machine table
+    assert "each wrk run lasts 2 s" in doc.read_text()
+    log["runs"]["pages"]["load_end"] = 3.5                     # above the 2 cores
+    (tmp_path / "run_all.json").write_text(json.dumps(log))
+    run_all.update_doc(str(tmp_path), str(doc))
+    assert "**Warning: a noisy run.** pages: load average 0.5 → 3.5 on 2 cores" in doc.read_text()
+    log["runs"]["pages"]["load_end"] = 1.0
+    (tmp_path / "run_all.json").write_text(json.dumps(log))
+    (tmp_path / "pages.json").write_text(json.dumps({"benchmark": "pages", "quick": False, "machine": machine,
+                                                     "table_md": "| t |", "spread": 0.6}))
+    run_all.update_doc(str(tmp_path), str(doc))
+    assert "pages: repeated medians spread over 60% of their median" in doc.read_text()
+
+
+def test_run_all_only_takes_commas_and_the_soak():
+    import run_all
+    assert run_all.names_of(["ranking,pages", "spread"]) == ["ranking", "pages", "spread"]
+    assert run_all.names_of(["soak"]) == ["soak"]
+    assert "soak" not in run_all.names_of(None)
+    with pytest.raises(SystemExit, match="unknown benchmark nope"):
+        run_all.names_of(["nope"])
 
 
 def test_pages(tmp_path):
-    # In-process, no broker; no figure. The cached paths answered at every size.
-    proc = subprocess.run([sys.executable, os.path.join(BENCH, "pages.py"), "--quick", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    with open(tmp_path / "pages.json") as fh:
-        data = json.load(fh)
-    assert data["benchmark"] == "pages" and data["quick"] is True
+    # The cached paths answered at every size in-process; over HTTP the pages and /healthz were
+    # measured side by side, /all while heartbeats of known caches streamed in.
+    data = run_bench("pages", tmp_path)
     assert [r["caches"] for r in data["rows"]] == [100, 1000]
     assert all(r["status_first_ms"] > 0 and r["all_first_ms"] > 0 for r in data["rows"])
+    http = {(r["path"], r["caches"]): r for r in data["http"]["rows"]}
+    assert set(http) == {("/", 100), ("/all", 200), ("/", 200)}
+    assert all(r["errors"] == 0 and r["ratio_p50"] > 0 for r in http.values())
+    assert http[("/", 100)]["churn"] == 0 and http[("/all", 200)]["churn"] > 0
+    assert data["http"]["dropped"] == 0

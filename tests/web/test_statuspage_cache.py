@@ -76,8 +76,8 @@ def query(request: PageRequest) -> dict:
 
 def check(shoal: Shoal, requests) -> None:
     for request in requests:
-        assert shoal.status_page(query(request), "10")[2] == fresh_page(shoal, request, 10), request
-    assert shoal.all()[2] == fresh_all(shoal)
+        assert shoal.status_page(query(request), "10")[2] == fresh_page(shoal, request, 10).encode(), request
+    assert shoal.all()[2] == fresh_all(shoal).encode("ascii")
 
 
 @pytest.mark.parametrize("limit", [2, statuspage.MAP_MARK_LIMIT])   # merged marks per cell, one per cache
@@ -129,3 +129,19 @@ def test_a_view_is_reused_until_the_table_changes():
     assert shoal.view() is view and shoal.all()[2] is shoal.all()[2]
     table.upsert(heartbeat(1, 20.0, 0.0, 0, True), NOW, locate)
     assert shoal.view() is not view
+
+
+def test_kept_rows_show_the_ages_of_the_request_time():
+    # A row is rendered once per entry; its "heard ... ago" and up time still follow the clock.
+    table = CacheTable()
+    now = [NOW]
+    shoal = Shoal(table, Locator(), ServerConfig(), ConsumerStatus(), clock=lambda: now[0])
+    for i in range(3):
+        table.upsert(heartbeat(i, 10.0 * i, 0.0, i, True), NOW - 30, locate)
+    first = shoal.status_page({})[2].decode()
+    assert "30 s ago" in first
+    now[0] = NOW + 600
+    later = shoal.status_page({})[2].decode()
+    assert "10 min ago" in later and "30 s ago" not in later
+    assert later == render_status(table.snapshot(), NOW + 600, PageRequest(), shoal.config.general.status_page_size,
+                                  shoal.config.cache.cache_clock_drift, shoal.status.connected, shoal.outline)
