@@ -5,8 +5,10 @@ import time
 import urllib.request
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from shoal_server.httpfront import FrontSettings, HTTPFront, serve_forever
+from shoal_server.httpfront import FrontSettings, HTTPFront, serve_forever, write_pieces
 
 
 def echo_app(environ, start_response):
@@ -317,3 +319,18 @@ def test_a_long_request_line_is_judged_by_the_line_limit_only(front):
     f = front(max_request_line=60000, max_header_bytes=1024)
     answer = exchange(f.port, b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert status(answer) == 200
+
+
+@given(st.integers(min_value=0, max_value=70), st.integers(min_value=0, max_value=4096),
+       st.integers(min_value=1, max_value=4096))
+def test_a_response_is_written_in_whole_pieces_without_a_short_tail(chunks, extra, chunk):
+    """The pieces cover the body exactly, in order; none but a lone one is shorter than a chunk,
+    and none is longer than two chunks (a short write behind a full one stalled responses ~40 ms)."""
+    length = chunks * chunk + extra
+    pieces = write_pieces(length, chunk)
+    assert [p for p in pieces if p[0] >= p[1]] == []
+    assert (pieces[0][0] if pieces else 0) == 0 and (pieces[-1][1] if pieces else 0) == length
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+    if len(pieces) > 1:
+        assert all(chunk <= end - start <= 2 * chunk for start, end in pieces)
+    assert (len(pieces) == 1) == (0 < length <= 2 * chunk)
