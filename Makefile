@@ -23,10 +23,13 @@ deps:
 test: deps venv
 	$(PY) -m pytest $(PYTEST_ARGS) tests/
 
-# Pure and in-process tests only (no `integration` mark, see tests/conftest.py): under a minute.
+# Pure and in-process tests only (no `integration` mark, see tests/conftest.py): under a minute,
+# on one worker per core (pytest-xdist; a test module stays on one worker).
 FAST_FUZZ_EXAMPLES ?= 200
+FAST_WORKERS ?= auto
 test-fast: venv
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-$(FAST_FUZZ_EXAMPLES)} $(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS) tests/
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-$(FAST_FUZZ_EXAMPLES)} $(PY) -m pytest -q -m "not integration" \
+	    -n $(FAST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests/
 
 # The main job: broker, server, agents and a client on loopback, until Ctrl-C (demo/run.py).
 demo: venv
