@@ -224,16 +224,14 @@ def _error_response(status: str) -> Tuple[bytes, bytes]:
 
 
 def write_pieces(length: int, chunk: int = _WRITE_CHUNK) -> List[Tuple[int, int]]:
-    """(start, end) of the writes that send ``length`` bytes: ``chunk``-sized, the last one
-    taking the remainder, so no write is a short tail behind a full one. Pure.
+    """(start, end) of the writes that send ``length`` bytes: whole chunks, the last one taking
+    the remainder, so no write is a short tail behind a full one (at least one, even for 0). Pure.
 
     A short write after a full one cost ~40 ms per response on loopback (p99 of a 282 KB status
-    page sent as 256 KiB + 26 KiB); one write per response up to 2 chunks removes that stall.
+    page sent as 256 KiB + 26 KiB); a response under 2 chunks goes in one write.
     """
-    if length <= 0:
-        return []
-    starts = list(range(0, max(length - chunk, 1), chunk)) if length >= 2 * chunk else [0]
-    return [(start, starts[i + 1] if i + 1 < len(starts) else length) for i, start in enumerate(starts)]
+    count = max(1, length // chunk)
+    return [(i * chunk, (i + 1) * chunk if i + 1 < count else length) for i in range(count)]
 
 
 class HTTPFront:
@@ -390,19 +388,17 @@ class HTTPFront:
         return victim
 
     async def _send(self, writer: asyncio.StreamWriter, response: Tuple[bytes, bytes]) -> bool:
-        """Write a response's head and body in pieces (``write_pieces``), the head with the first
-        and the body never copied whole (a /all of 10,000 caches is 6.5 MB); False, with the
-        connection aborted, when the client stops reading (``_drain``)."""
+        """Write a response's head and body in pieces (``write_pieces``), the head with the first:
+        only that piece is copied (a /all of 10,000 caches is 6.5 MB); False, with the connection
+        aborted, when the client stops reading (``_drain``)."""
         head, body = response
         view = memoryview(body)
-        pieces = write_pieces(len(body)) or [(0, 0)]
+        (start, end), *rest = write_pieces(len(body))
         try:
-            for i, (start, end) in enumerate(pieces):
-                if i:
-                    await self._drain(writer)
-                    writer.write(view[start:end])
-                else:
-                    writer.write(head + view[start:end])
+            writer.write(head + view[start:end])
+            for start, end in rest:
+                await self._drain(writer)
+                writer.write(view[start:end])
             await self._drain(writer)
             return True
         except (OSError, asyncio.TimeoutError):
