@@ -22,13 +22,32 @@ import sys
 import tempfile
 import time
 import uuid as uuidlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 PREFETCH = 500
 ACK_BATCH = 100
+
+
+def bare_handler(expected: int, clock: Callable[[], float], done: Callable[[Any, float], None]) -> Callable[..., None]:
+    """A pika message callback that only JSON-decodes and acks in batches; ``done(channel, cpu)`` after ``expected``."""
+    state = {"count": 0, "pending": 0, "cpu0": 0.0}
+
+    def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        if state["count"] == 0:
+            state["cpu0"] = clock()
+        json.loads(body)
+        state["count"] += 1
+        state["pending"] += 1
+        if state["pending"] >= ACK_BATCH or state["count"] == expected:
+            channel.basic_ack(delivery_tag=method.delivery_tag, multiple=True)
+            state["pending"] = 0
+        if state["count"] == expected:
+            done(channel, clock() - state["cpu0"])
+
+    return on_message
 
 
 def bare_consumer(host: str, port: int, exchange: str, expected: int) -> int:
@@ -40,24 +59,16 @@ def bare_consumer(host: str, port: int, exchange: str, expected: int) -> int:
     queue = ch.queue_declare(queue="", exclusive=True, auto_delete=True).method.queue
     ch.queue_bind(queue=queue, exchange=exchange, routing_key="#")
     ch.basic_qos(prefetch_count=PREFETCH)
-    state = {"count": 0, "pending": 0, "cpu0": 0.0}
+    spent: List[float] = []
 
-    def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        if state["count"] == 0:
-            state["cpu0"] = time.process_time()
-        json.loads(body)
-        state["count"] += 1
-        state["pending"] += 1
-        if state["pending"] >= ACK_BATCH or state["count"] == expected:
-            channel.basic_ack(delivery_tag=method.delivery_tag, multiple=True)
-            state["pending"] = 0
-        if state["count"] == expected:
-            channel.stop_consuming()
+    def done(channel: Any, cpu: float) -> None:
+        spent.append(cpu)
+        channel.stop_consuming()
 
-    ch.basic_consume(queue=queue, on_message_callback=on_message)
+    ch.basic_consume(queue=queue, on_message_callback=bare_handler(expected, time.process_time, done))
     print("ready", flush=True)
     ch.start_consuming()
-    print("cpu %.6f" % (time.process_time() - state["cpu0"]), flush=True)
+    print("cpu %.6f" % spent[0], flush=True)
     conn.close()
     return 0
 
@@ -90,10 +101,11 @@ def wait_queued(node: Optional[common.RabbitNode], expected: int, timeout: float
     raise TimeoutError(f"broker did not queue {expected} messages")
 
 
-def run_bare(host: str, port: int, node: Any, bodies: List[bytes]) -> Dict[str, float]:
-    exchange = f"bench-bare-{uuidlib.uuid4().hex[:8]}"
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--bare-consumer", host, str(port), exchange,
-                             str(len(bodies))], stdout=subprocess.PIPE, text=True)
+def run_frozen(cmd: List[str], host: str, port: int, node: Any, exchange: str,
+               bodies: List[bytes]) -> Tuple[str, float, float]:
+    """Start a consumer process (``cmd``; it prints "ready" once bound, then one result line after
+    the last message), freeze it, queue ``bodies``, thaw it; return (its line, seconds, publish rate)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         os.kill(proc.pid, signal.SIGSTOP)
@@ -101,7 +113,7 @@ def run_bare(host: str, port: int, node: Any, bodies: List[bytes]) -> Dict[str, 
         wait_queued(node, len(bodies))
         start = time.perf_counter()
         os.kill(proc.pid, signal.SIGCONT)
-        cpu_line = proc.stdout.readline()
+        line = proc.stdout.readline()
         elapsed = time.perf_counter() - start
         proc.wait(timeout=600)
     finally:
@@ -109,7 +121,14 @@ def run_bare(host: str, port: int, node: Any, bodies: List[bytes]) -> Dict[str, 
             os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
             proc.wait()
-    cpu = float(cpu_line.split()[1])
+    return line, elapsed, pub_rate
+
+
+def run_bare(host: str, port: int, node: Any, bodies: List[bytes]) -> Dict[str, float]:
+    exchange = f"bench-bare-{uuidlib.uuid4().hex[:8]}"
+    line, elapsed, pub_rate = run_frozen([sys.executable, os.path.abspath(__file__), "--bare-consumer", host,
+                                          str(port), exchange, str(len(bodies))], host, port, node, exchange, bodies)
+    cpu = float(line.split()[1])
     return {"rate": len(bodies) / elapsed, "seconds": elapsed, "publish_rate": pub_rate,
             "cpu_us": cpu / len(bodies) * 1e6}
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-BENCHMARKS = ["ssl_overhead", "ingestion", "ranking", "memory", "client", "pages", "spread"]
+BENCHMARKS = ["ssl_overhead", "ingestion", "amqp_floor", "ranking", "memory", "client", "pages", "spread"]
 LONG = ["soak"]                   # run only when named in --only
 ARGS = {"pages": ["--caches", "1000", "10000", "100000"]}
 DOC = os.path.join(common.REPO, "docs", "performance.md")

@@ -53,6 +53,14 @@ def test_ingestion(tmp_path):
     assert data["in_process"]["located_fraction"] > 0.5
 
 
+def test_amqp_floor(tmp_path):
+    data = run_bench("amqp_floor", tmp_path)
+    # Each of the five consumers took every heartbeat (the real sink's accepted count is checked
+    # inside the benchmark) and was timed.
+    assert set(data["runs"]) == {"blocking", "select", "shoal loop", "shoal sink", "shoal sink, no GC"}
+    assert all(len(v) == 1 and v[0] > 0 for v in data["runs"].values())
+
+
 def test_memory(tmp_path):
     data = run_bench("memory", tmp_path)
     assert [r["caches"] for r in data["rows"]] == [0, 100, 1000]
