@@ -61,6 +61,13 @@ def test_amqp_floor(tmp_path):
     assert all(len(v) == 1 and v[0] > 0 for v in data["runs"].values())
 
 
+def test_backlog(tmp_path):
+    data = run_bench("backlog", tmp_path)
+    (row,) = data["rows"]
+    # Requests were answered both with nothing queued and while the whole backlog drained.
+    assert row["idle"]["requests"] > 0 and row["backlog"]["requests"] > 0 and row["drain_rate"] > 0
+
+
 def test_memory(tmp_path):
     data = run_bench("memory", tmp_path)
     assert [r["caches"] for r in data["rows"]] == [0, 100, 1000]
