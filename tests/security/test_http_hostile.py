@@ -8,7 +8,6 @@ each attack stops itself after ~15 s.
 import concurrent.futures
 import signal
 import socket
-import statistics
 import time
 
 import pytest
@@ -128,6 +127,6 @@ def test_more_idle_sockets_than_the_connection_cap_do_not_lock_clients_out(serve
     # reconnect at once, one probe's SYN may wait for the kernel's one retransmission (1 s,
     # seen once in CI at 1.03 s): slower than the 1 s of the other attacks, still served.
     assert_all_answered_fast(results, limit=2.5)
-    assert statistics.median(t for _, t in results[srv.url + "/healthz"]) < 0.1
+    assert all(summary(samples)["median_s"] < 0.1 for samples in results.values()), results
     assert attack.closed >= 200          # the longest-waiting idlers made room
     assert front_counters(srv)["evicted_total"] >= 200
