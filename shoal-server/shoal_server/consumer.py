@@ -6,15 +6,16 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Counter, Dict, Optional, Tuple
+from typing import Any, Callable, Counter, Dict, Optional, Tuple
 
 import pika
 import pika.exceptions
 
 from .amqp import BROKER_ERRORS, Deadline, RabbitSettings, close_quietly, connection_params, declare_exchange
 from .geo import GeoLocator
-from .heartbeat import Heartbeat, InvalidHeartbeat, Limits, Sender, decode, sender_of, validate
+from .heartbeat import Heartbeat, InvalidHeartbeat, Limits, Sender, decode, refresh, sender_of, validate
 from .refused import RefusedSenders
+from .repeats import Repeats, cut, numbers
 from .table import CacheEntry, CacheTable
 
 logger = logging.getLogger(__name__)
@@ -138,8 +139,10 @@ class HeartbeatSink:
                  clock: Callable[[], float] = time.time,
                  policy: Optional[Callable[[Heartbeat], None]] = None,
                  uuid_limit: Optional[Callable[[Heartbeat], Optional[int]]] = None,
-                 rate_limit: Optional[RateLimit] = None) -> None:
+                 rate_limit: Optional[RateLimit] = None, repeats: bool = True) -> None:
         self._table, self._locator, self._limits = table, locator, limits
+        # Known caches' repeated bodies skip decoding (repeats.py); off only to test the full path against it.
+        self._repeats: Optional[Repeats] = Repeats() if repeats else None
         self._status, self._clock, self._policy = status, clock, policy
         self._uuid_limit, self._rate_limit = uuid_limit, rate_limit
         self._log = RateLimitedLog(logger)
@@ -162,20 +165,39 @@ class HeartbeatSink:
                 self._status.count("rate_limited")
                 self._log.warning("rate_limited", "dropped heartbeat (user %s): rate_limited", user_id or "-")
                 return None
+        repeats = self._repeats
+        parts = cut(body) if repeats is not None else None
+        known = repeats.get(parts[0]) if parts is not None and repeats is not None else None
+        data: Optional[Dict[str, Any]] = None
+        now = self._clock()
         try:
-            data = decode(body)
-            hb = validate(data, self._clock(), self._limits, user_id, self._previous(data.get("uuid")))
+            if known is not None:
+                assert parts is not None
+                hb = refresh(known, *numbers(parts), now, self._limits, user_id)
+            else:
+                data = decode(body)
+                hb = validate(data, now, self._limits, user_id, self._previous(data.get("uuid")))
             if self._policy is not None:
                 self._policy(hb)
-            limit = self._uuid_limit(hb) if self._uuid_limit is not None else None
-            entry = self._table.upsert(hb, self._clock(), self._locator.locate, max_uuids=limit)
+            # A repeat of what the table holds is stored in place; anything else takes the whole upsert.
+            entry = self._table.refresh(known, hb, now) if known is not None else None
+            if entry is None:
+                limit = self._uuid_limit(hb) if self._uuid_limit is not None else None
+                entry = self._table.upsert(hb, now, self._locator.locate, max_uuids=limit)
         except InvalidHeartbeat as err:
             self._status.count(err.reason)
-            self._status.refused.record(sender_of(body), user_id, err.reason, err.detail, err.offset, self._clock())
+            self._status.refused.record(sender_of(body), user_id, err.reason, err.detail, err.offset, now)
             self._log.warning(err.reason, "dropped heartbeat (user %s): %s", user_id or "-", err)
             return None
+        if known is not None:
+            assert parts is not None and repeats is not None
+            repeats.update(parts[0], hb)
+        elif data is not None and parts is not None and repeats is not None \
+                and repeats.remember(body, parts, data, hb, self._limits) \
+                and len(repeats) > 2 * len(self._table) + 1024:
+            repeats.keep(lambda kept: self._table.get(kept.uuid) is not None)   # caches that left
         self._status.count(None, hb.repairs)
-        if len(self._status.refused):
+        if self._status.refused.holds_any():
             self._status.refused.forget(Sender(hb.uuid, hb.hostname), user_id)
         return entry
 

@@ -95,3 +95,8 @@ class RefusedSenders:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+    def holds_any(self) -> bool:
+        """Whether any sender is listed, without the lock: for the consumer, the only writer, a
+        cheap check before ``forget`` on every accepted heartbeat (one atomic read under the GIL)."""
+        return bool(self._items)

@@ -238,11 +238,13 @@ class CacheTable:
         with self._lock:
             i = self._slot.get(hb.uuid)
             old = self._rows[i] if i is not None else None
-            if old is not None and old.address == hb.address:
+            known = old is not None and old.hb.address == hb.address
+            if known:
                 # Nearly every heartbeat: a known cache at its known address, so no GeoIP and one lock.
+                assert old is not None
                 _check_owner(old, hb)
                 entry, build = self._store(i, old, hb, now, old.location, max_uuids)
-        if old is not None and old.address == hb.address:
+        if known:
             if build:
                 self._schedule(self._build_index)
             return entry
@@ -254,6 +256,31 @@ class CacheTable:
             old = self._rows[i] if i is not None else None
             _check_owner(old, hb)
             entry, build = self._store(i, old, hb, now, location, max_uuids)
+        if build:
+            self._schedule(self._build_index)
+        return entry
+
+    def refresh(self, previous: Heartbeat, hb: Heartbeat, now: float) -> Optional[CacheEntry]:
+        """Store ``hb`` -- ``previous`` with another load and timestamp -- if the table still holds
+        ``previous`` for the same identity; else None, and ``upsert`` decides. What upsert would
+        do then, without its checks: nothing they look at differs from what ``previous`` passed."""
+        with self._lock:
+            i = self._slot.get(hb.uuid)
+            if i is None:
+                return None
+            old = self._rows[i]
+            if (old.hb is not previous or old.owner != hb.user_id or hb.user_id != previous.user_id
+                    or (not hb.authenticated and hb.hostname in self._auth_hosts)):
+                return None
+            entry = _refreshed_entry(old, hb, now, old.location)
+            self._rows[i] = entry
+            # Of the row only the load fraction and the time heard change: flags, upstream and
+            # creation time are previous's, which the row holds already.
+            self._cols.ratio[i] = load_fraction(hb.load, hb.max_load)
+            self._cols.last_active[i] = now
+            self._note(i)
+            self._version += 1
+            build = self._sphere is None and self._wants_index()
         if build:
             self._schedule(self._build_index)
         return entry
@@ -270,17 +297,20 @@ class CacheTable:
             i = self._append(entry)  # may replace self._cols with a larger block
             self._write(i, entry)
         else:
-            entry = CacheEntry(hb, old.created, now, location, old.verified, old.owner or hb.user_id)
+            entry = _refreshed_entry(old, hb, now, location)
             if (old.hb.hostname, old.hb.authenticated, old.owner) != (hb.hostname, hb.authenticated, entry.owner):
                 self._unindex(old)
                 self._index(entry)
             self._rows[i] = entry
-            self._write(i, entry, located=(location is not old.location
-                                           or hb.public_ip != old.hb.public_ip
-                                           or hb.external_ip != old.hb.external_ip))
+            located = (location is not old.location or hb.public_ip != old.hb.public_ip
+                       or hb.external_ip != old.hb.external_ip)
+            self._write(i, entry, located)
+            if not located and self._sphere is not None:
+                # A refresh in place neither adds rows nor moves one: the index is no staler than before.
+                self._version += 1
+                return entry, False
         self._version += 1
         return entry, self._wants_index()
-        return entry
 
     def relocate(self, locate: Locate) -> int:
         """Place every cache again (a new GeoIP database appeared); return how many moved."""
@@ -471,15 +501,19 @@ class CacheTable:
                         extra if extra is not None else np.zeros(0, dtype=np.int64))
 
     def _write(self, i: int, entry: CacheEntry, located: bool = True) -> None:
-        """Write row ``i`` and note it, so that readers of the live arrays re-check it."""
+        """Write row ``i`` and journal it."""
         self._cols.set_row(i, entry, located)
+        self._note(i)
+        if located and self._sphere is not None and i < self._sphere.size:
+            self._moved.append(i)
+
+    def _note(self, i: int) -> None:
+        """Journal row ``i`` as written, so that readers of the live arrays re-check it."""
         if self._jlen == self.JOURNAL:
             self._jgen += 1
             self._jlen = 0
         self._journal[self._jlen] = i
         self._jlen += 1
-        if located and self._sphere is not None and i < self._sphere.size:
-            self._moved.append(i)
 
     def _wants_index(self, reader: bool = False) -> bool:
         """Whether the spatial index is missing or stale enough to rebuild.
@@ -587,6 +621,18 @@ def _decrement(counter: Counter[str], key: str) -> None:
     counter[key] -= 1
     if counter[key] <= 0:
         del counter[key]
+
+
+def _refreshed_entry(old: CacheEntry, hb: Heartbeat, now: float, location: Optional[Location]) -> CacheEntry:
+    """``old`` heard again as ``hb`` at ``now``: built as a copy of its fields, a third of the frozen
+    dataclass's ``__init__`` on the path nearly every heartbeat takes."""
+    entry = object.__new__(CacheEntry)
+    fields = entry.__dict__
+    fields.update(old.__dict__)
+    fields["hb"], fields["last_active"], fields["location"] = hb, now, location
+    if old.owner is None:
+        fields["owner"] = hb.user_id
+    return entry
 
 
 def _check_owner(old: Optional[CacheEntry], hb: Heartbeat) -> None:

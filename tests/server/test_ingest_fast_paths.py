@@ -1,9 +1,10 @@
 """Ingestion's fast paths give exactly what the full path gives, for any input.
 
 A repeated heartbeat is checked against its predecessor's RawShape instead of field by field;
-address classes come from integer ranges; GeoIP answers are remembered per address. Each is
-held here against the path it short-cuts: same Heartbeat, same repairs in the same order, same
-refusal (reason, detail, offset), same table and counters.
+a body that repeats a known one byte for byte but for load and timestamp is not decoded at all
+(repeats.py); address classes come from integer ranges; GeoIP answers are remembered per
+address. Each is held here against the path it short-cuts: same Heartbeat, same repairs in the
+same order, same refusal (reason, detail, offset), same table and counters.
 """
 import ipaddress
 import json
@@ -102,10 +103,21 @@ def test_repeated_heartbeat_validates_as_from_scratch(data, first, limits, other
 
 
 class FullPathSink(HeartbeatSink):
-    """The sink as it was: every message validated from scratch."""
+    """The sink as it was: every message decoded and validated from scratch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, repeats=False, **kwargs)
 
     def _previous(self, uuid):
         return None
+
+
+class NoPlace:
+    def locate(self, address):
+        return None
+
+    def close(self):
+        pass
 
 
 def table_state(table):
@@ -116,15 +128,8 @@ def table_state(table):
 @given(st.lists(st.tuples(st.sampled_from(["u1", "u2"]), st.data()), min_size=1, max_size=8),
        st.sampled_from(LIMITS))
 def test_sink_with_fast_path_keeps_the_table_and_counters_of_the_full_path(steps, limits):
-    class Locator:
-        def locate(self, address):
-            return None
-
-        def close(self):
-            pass
-
-    fast = HeartbeatSink(CacheTable(), Locator(), limits, ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
-    full = FullPathSink(CacheTable(), Locator(), limits, ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
+    fast = HeartbeatSink(CacheTable(), NoPlace(), limits, ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
+    full = FullPathSink(CacheTable(), NoPlace(), limits, ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
     last = {}
     for uuid, data in steps:
         base = last.get(uuid) or dict(data.draw(messages), uuid=uuid)
@@ -136,6 +141,111 @@ def test_sink_with_fast_path_keeps_the_table_and_counters_of_the_full_path(steps
         assert (a is None) == (b is None)
     assert table_state(fast._table) == table_state(full._table)
     assert fast._status.counters() == full._status.counters()
+
+
+# Raw bodies as deployed agents and hostile senders write them: every JSON layout, number
+# spelling and decoy the byte-level repeat check (repeats.py) must not be fooled by.
+LAYOUTS = [(", ", ": "), (",", ":"), (",\n  ", ": "), (" , ", " : "), (",\t", ":\t")]
+NUMBERS = st.one_of(
+    st.floats(min_value=0, max_value=1e6, allow_nan=False).map(repr),
+    st.floats(min_value=0, max_value=1e6, allow_nan=False).map(repr),
+    st.integers(min_value=-5, max_value=10 ** 6).map(str),
+    st.sampled_from(["0", "-0", "-0.0", "1e3", "1.5E+2", "2e-3", "1e400", "-1e400", "01", "1.", ".5", "+1", "NaN",
+                     "Infinity", '"12"', '"1.5"', "true", "null", "[1]", "1" * 40, "1" * 33, "12.50000"]),
+)
+STAMPS = st.one_of(
+    st.floats(min_value=NOW - 200, max_value=NOW + 200).map(repr),
+    st.sampled_from([NOW, NOW - 10.5, NOW + 20, NOW - 1000, NOW + 1000]).map(repr),
+    st.sampled_from([str(int(NOW)), str(int(NOW) - 30), "%.6e" % NOW, "%.17g" % (NOW - 5), '"%d"' % NOW]),
+)
+# Members a body may carry besides the agent's: each tries to make a byte pattern lie.
+DECOYS = [
+    ('"extra"', '{"load": 5, "timestamp": 1}'),       # the names one level down
+    ('"note"', '"\\"load\\": 7"'),                      # the pattern inside a string
+    ('"x\\"load"', "7"),                               # a name that ends in "load
+    ('"lo\\u0061d"', "9"),                             # load again, escaped: the decoder keeps the last
+    ('"load"', "11"),                                  # load twice
+    ('"timestamp"', repr(NOW - 2)),                    # timestamp twice
+    ('"list"', "[1, 2]"),
+    ('"caf\\u00e9"', '"\\u00e9"'),                     # an escape anywhere
+    ('"loads"', "3"), ('"my_timestamp"', "4"),         # longer names that contain the pattern
+]
+
+
+@st.composite
+def raw_bodies(draw):
+    """(static members, layout, decoys) for one cache: a template its repeats are drawn from."""
+    base = draw(st.one_of(st.just(AGENT), st.just(AGENT), messages))   # mostly one the server accepts
+    static = [(json.dumps(k), json.dumps(v)) for k, v in base.items() if k not in ("load", "timestamp")]
+    decoys = draw(st.one_of(st.just([]), st.lists(st.sampled_from(DECOYS), min_size=1, max_size=2)))
+    order = draw(st.permutations(range(len(static) + len(decoys) + 2)))
+    return static, draw(st.sampled_from(LAYOUTS)), decoys, order
+
+
+def render(template, load, stamp):
+    static, (item_sep, key_sep), decoys, order = template
+    members = static + decoys + [('"load"', load), ('"timestamp"', stamp)]
+    return ("{" + item_sep.join(f"{members[i][0]}{key_sep}{members[i][1]}" for i in order) + "}").encode()
+
+
+@settings(max_examples=max(50, EXAMPLES // 5), deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "c", "c"]), st.sampled_from([False] * 5 + [True]), NUMBERS, STAMPS,
+                          st.sampled_from([None] * 4 + USERS)), min_size=3, max_size=20),
+       st.dictionaries(st.sampled_from(["a", "b", "c"]), raw_bodies(), min_size=3),
+       st.sampled_from(LIMITS))
+def test_repeated_raw_bodies_change_the_table_as_the_full_path_does(steps, templates, limits):
+    fast = HeartbeatSink(CacheTable(), NoPlace(), limits, ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
+    full = FullPathSink(CacheTable(), NoPlace(), limits, ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
+    # "a" and "b" share their uuid (one cache that alternates between two bodies), "c" has its own.
+    templates["c"] = ([(name, '"u3"' if name == '"uuid"' else value) for name, value in templates["c"][0]],
+                      *templates["c"][1:])
+    for key, other_layout, load, stamp, user in steps:
+        template = templates[key]
+        if other_layout:   # the same cache changes how it writes its body (an agent upgrade)
+            template = (template[0], LAYOUTS[(LAYOUTS.index(template[1]) + 1) % len(LAYOUTS)], *template[2:])
+        body = render(template, load, stamp)
+        a, b = fast.handle(body, user), full.handle(body, user)
+        assert (a is None) == (b is None), body
+        assert (a and (a.hb, a.hb.repairs, a.owner)) == (b and (b.hb, b.hb.repairs, b.owner))
+    assert table_state(fast._table) == table_state(full._table)
+    assert fast._status.counters() == full._status.counters()
+    assert fast._status.refused.newest() == full._status.refused.newest()
+
+
+def agent_body(load, stamp, **fields):
+    return json.dumps({**AGENT, "load": load, "timestamp": stamp, **fields}).encode()
+
+
+def test_a_known_cache_s_repeats_are_not_decoded(monkeypatch):
+    from shoal_server import consumer
+    sink = HeartbeatSink(CacheTable(), NoPlace(), Limits(), ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
+    decoded = []
+    real_decode = consumer.decode
+    monkeypatch.setattr(consumer, "decode", lambda body: decoded.append(body) or real_decode(body))
+    for k in range(5):
+        assert sink.handle(agent_body(100.0 + k, NOW - k)) is not None
+    assert len(decoded) == 2          # the first (no shape yet) and the second (the template's witness)
+    assert sink._table.get(AGENT["uuid"]).hb.load == 104.0
+    # A changed field is a new template: decoded and validated in full, and refused when wrong.
+    assert sink.handle(agent_body(1.0, NOW, squid_port=0)) is None
+    assert sink._status.counters()["dropped"] == {"bad_port": 1}
+    assert len(decoded) == 3
+    # A repeat that is stale or negative is refused as the full path refuses it.
+    assert sink.handle(agent_body(1.0, NOW - 1000)) is None
+    assert sink.handle(agent_body(-1, NOW)) is None
+    assert sink._status.counters()["dropped"] == {"bad_port": 1, "stale": 1, "bad_load": 1}
+    assert len(decoded) == 3
+
+
+def test_templates_of_caches_that_left_are_forgotten():
+    sink = HeartbeatSink(CacheTable(), NoPlace(), Limits(), ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
+    for wave in range(4):
+        for i in range(600):
+            for k in range(2):
+                sink.handle(agent_body(1.0 + k, NOW, uuid=f"w{wave}-{i}"))
+        sink._table.expire(NOW + 10_000, 60.0)
+    assert len(sink._table) == 0
+    assert len(sink._repeats) <= 2 * 600 + 1024
 
 
 def reference_address_class(text):
