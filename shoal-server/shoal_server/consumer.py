@@ -195,11 +195,17 @@ class HeartbeatSink:
         elif data is not None and parts is not None and repeats is not None \
                 and repeats.remember(body, parts, data, hb, self._limits) \
                 and len(repeats) > 2 * len(self._table) + 1024:
-            repeats.keep(lambda kept: self._table.get(kept.uuid) is not None)   # caches that left
+            repeats.keep(self._is_current)   # caches that left, bodies a cache no longer sends
         self._status.count(None, hb.repairs)
         if self._status.refused.holds_any():
             self._status.refused.forget(Sender(hb.uuid, hb.hostname), user_id)
         return entry
+
+    def _is_current(self, hb: Heartbeat) -> bool:
+        """Whether the table holds ``hb`` itself: a template's last heartbeat is the table's only while
+        its cache still sends that body, so one template per cache survives a prune."""
+        entry = self._table.get(hb.uuid)
+        return entry is not None and entry.hb is hb
 
     def _previous(self, uuid: object) -> Optional[Heartbeat]:
         """The heartbeat the table holds for ``uuid``: a repeat of it is checked in a fraction of the time."""

@@ -87,7 +87,7 @@ class Repeats:
         return True
 
     def keep(self, wanted: Callable[[Heartbeat], bool]) -> None:
-        """Forget every template whose heartbeat is not ``wanted`` (its cache left)."""
+        """Forget every template whose heartbeat is not ``wanted`` (its cache left, or sends other bytes)."""
         self._known = {t: hb for t, hb in self._known.items() if wanted(hb)}
 
 

@@ -248,6 +248,18 @@ def test_templates_of_caches_that_left_are_forgotten():
     assert len(sink._repeats) <= 2 * 600 + 1024
 
 
+def test_a_cache_that_changes_its_body_every_time_keeps_one_template():
+    # Each body a new template (another agent_version each time): the prune keeps the one the
+    # table holds, so memory stays bounded and the prune runs once per ~1,000 new templates.
+    sink = HeartbeatSink(CacheTable(), NoPlace(), Limits(), ConsumerStatus(clock=lambda: NOW), clock=lambda: NOW)
+    sizes = []
+    for k in range(3000):
+        assert sink.handle(agent_body(1.0, NOW, agent_version=f"2.0.{k}")) is not None
+        sizes.append(len(sink._repeats))
+    assert max(sizes) <= 2 * 1 + 1024 + 1
+    assert sizes[-1] < 1024 and sum(1 for a, b in zip(sizes, sizes[1:]) if b < a) <= 3
+
+
 def reference_address_class(text):
     """address_class as it was written before the integer ranges: ipaddress all the way."""
     from shoal_server import heartbeat as hbmod
