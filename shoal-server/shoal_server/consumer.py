@@ -15,7 +15,7 @@ from .amqp import BROKER_ERRORS, Deadline, RabbitSettings, close_quietly, connec
 from .geo import GeoLocator
 from .heartbeat import Heartbeat, InvalidHeartbeat, Limits, Sender, decode, refresh, sender_of, validate
 from .refused import RefusedSenders
-from .repeats import Repeats, cut, numbers
+from .repeats import Cut, Repeats, cut, numbers
 from .table import CacheEntry, CacheTable
 
 logger = logging.getLogger(__name__)
@@ -139,10 +139,9 @@ class HeartbeatSink:
                  clock: Callable[[], float] = time.time,
                  policy: Optional[Callable[[Heartbeat], None]] = None,
                  uuid_limit: Optional[Callable[[Heartbeat], Optional[int]]] = None,
-                 rate_limit: Optional[RateLimit] = None, repeats: bool = True) -> None:
+                 rate_limit: Optional[RateLimit] = None) -> None:
         self._table, self._locator, self._limits = table, locator, limits
-        # Known caches' repeated bodies skip decoding (repeats.py); off only to test the full path against it.
-        self._repeats: Optional[Repeats] = Repeats() if repeats else None
+        self._repeats = Repeats()   # known caches' repeated bodies skip decoding (repeats.py)
         self._status, self._clock, self._policy = status, clock, policy
         self._uuid_limit, self._rate_limit = uuid_limit, rate_limit
         self._log = RateLimitedLog(logger)
@@ -165,14 +164,12 @@ class HeartbeatSink:
                 self._status.count("rate_limited")
                 self._log.warning("rate_limited", "dropped heartbeat (user %s): rate_limited", user_id or "-")
                 return None
-        repeats = self._repeats
-        parts = cut(body) if repeats is not None else None
-        known = repeats.get(parts[0]) if parts is not None and repeats is not None else None
+        parts = self._cut(body)
+        known = self._repeats.get(parts[0]) if parts is not None else None
         data: Optional[Dict[str, Any]] = None
         now = self._clock()
         try:
-            if known is not None:
-                assert parts is not None
+            if parts is not None and known is not None:
                 hb = refresh(known, *numbers(parts), now, self._limits, user_id)
             else:
                 data = decode(body)
@@ -189,17 +186,20 @@ class HeartbeatSink:
             self._status.refused.record(sender_of(body), user_id, err.reason, err.detail, err.offset, now)
             self._log.warning(err.reason, "dropped heartbeat (user %s): %s", user_id or "-", err)
             return None
-        if known is not None:
-            assert parts is not None and repeats is not None
-            repeats.update(parts[0], hb)
-        elif data is not None and parts is not None and repeats is not None \
-                and repeats.remember(body, parts, data, hb, self._limits) \
-                and len(repeats) > 2 * len(self._table) + 1024:
-            repeats.keep(self._is_current)   # caches that left, bodies a cache no longer sends
+        if parts is not None:
+            if known is not None:
+                self._repeats.update(parts[0], hb)
+            elif data is not None and self._repeats.remember(body, parts, data, hb, self._limits) \
+                    and len(self._repeats) > 2 * len(self._table) + 1024:
+                self._repeats.keep(self._is_current)   # caches that left, bodies a cache no longer sends
         self._status.count(None, hb.repairs)
         if self._status.refused.holds_any():
             self._status.refused.forget(Sender(hb.uuid, hb.hostname), user_id)
         return entry
+
+    def _cut(self, body: bytes) -> Optional[Cut]:
+        """The body around its two numbers (repeats.cut); None sends it down the full path."""
+        return cut(body)
 
     def _is_current(self, hb: Heartbeat) -> bool:
         """Whether the table holds ``hb`` itself: a template's last heartbeat is the table's only while

@@ -598,13 +598,18 @@ def _refreshed(previous: Heartbeat, shape: RawShape, data: Mapping[str, Any], no
     load = _load(data, repairs)
     repairs.extend(shape.repairs_of_max_load)
     timestamp, drift = _timestamp(data, now, limits, repairs)
-    user_id = _user(user_id, limits)
-    # A copy of previous's fields with six replaced: a fifth of the frozen dataclass's __init__
-    # (18 object.__setattr__ calls), for the path nearly every heartbeat takes.
+    return _reading(previous, load, timestamp, drift, _user(user_id, limits), tuple(repairs))
+
+
+def _reading(previous: Heartbeat, load: float, timestamp: float, drift: float, user_id: Optional[str],
+             repairs: Tuple[str, ...]) -> Heartbeat:
+    """``previous`` with another reading and identity: a copy of its fields with six replaced, a
+    fifth of the frozen dataclass's ``__init__`` (18 ``object.__setattr__`` calls), for the path
+    nearly every heartbeat takes."""
     hb = object.__new__(Heartbeat)
     fields = hb.__dict__
     fields.update(previous.__dict__)
-    fields.update(load=load, timestamp=timestamp, drift=drift, user_id=user_id, repairs=tuple(repairs),
+    fields.update(load=load, timestamp=timestamp, drift=drift, user_id=user_id, repairs=repairs,
                   authenticated=bool(user_id))
     return hb
 
@@ -626,12 +631,7 @@ def refresh(previous: Heartbeat, load: float, timestamp: float, now: float, limi
             or not -limits.max_age <= drift <= future_age or user_id in limits.legacy_users
             or (not user_id and limits.require_user_id)):
         return _refreshed(previous, shape, {"load": load, "timestamp": timestamp}, now, limits, user_id)
-    hb = object.__new__(Heartbeat)
-    fields = hb.__dict__
-    fields.update(previous.__dict__)
-    fields.update(load=load, timestamp=timestamp, drift=drift, user_id=user_id or None, repairs=(),
-                  authenticated=bool(user_id))
-    return hb
+    return _reading(previous, load, timestamp, drift, user_id or None, ())
 
 
 def parse_heartbeat(body: bytes, now: float, limits: Limits = Limits(), user_id: Optional[str] = None) -> Heartbeat:

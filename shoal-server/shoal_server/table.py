@@ -130,11 +130,15 @@ class Columns:
                 self.x[i], self.y[i], self.z[i] = unit
             self.pub[i] = _address_hash(hb.public_ip)
             self.ext[i] = _address_hash(hb.external_ip)
-        self.ratio[i] = load_fraction(hb.load, hb.max_load)
+        self.set_reading(i, entry)
         self.verified[i] = entry.is_verified
         self.upstream[i] = UPSTREAM_CODES.get(hb.upstream, OTHER_UPSTREAM)
-        self.last_active[i] = entry.last_active
         self.created[i] = entry.created
+
+    def set_reading(self, i: int, entry: CacheEntry) -> None:
+        """Write what every heartbeat changes, its load and when it was heard, into row ``i``."""
+        self.ratio[i] = load_fraction(entry.hb.load, entry.hb.max_load)
+        self.last_active[i] = entry.last_active
 
     def resized(self, capacity: int) -> "Columns":
         """A copy with room for ``capacity`` rows (rows beyond the old length are zero)."""
@@ -274,10 +278,8 @@ class CacheTable:
                 return None
             entry = _refreshed_entry(old, hb, now, old.location)
             self._rows[i] = entry
-            # Of the row only the load fraction and the time heard change: flags, upstream and
-            # creation time are previous's, which the row holds already.
-            self._cols.ratio[i] = load_fraction(hb.load, hb.max_load)
-            self._cols.last_active[i] = now
+            # Flags, upstream and creation time are previous's, which the row holds already.
+            self._cols.set_reading(i, entry)
             self._note(i)
             self._version += 1
             build = self._sphere is None and self._wants_index()
@@ -296,6 +298,7 @@ class CacheTable:
             entry = CacheEntry(hb, now, now, location, None, hb.user_id)
             i = self._append(entry)  # may replace self._cols with a larger block
             self._write(i, entry)
+            located = True
         else:
             entry = _refreshed_entry(old, hb, now, location)
             if (old.hb.hostname, old.hb.authenticated, old.owner) != (hb.hostname, hb.authenticated, entry.owner):
@@ -305,12 +308,9 @@ class CacheTable:
             located = (location is not old.location or hb.public_ip != old.hb.public_ip
                        or hb.external_ip != old.hb.external_ip)
             self._write(i, entry, located)
-            if not located and self._sphere is not None:
-                # A refresh in place neither adds rows nor moves one: the index is no staler than before.
-                self._version += 1
-                return entry, False
         self._version += 1
-        return entry, self._wants_index()
+        # A refresh in place neither adds rows nor moves one: an index it had is no staler than before.
+        return entry, (located or self._sphere is None) and self._wants_index()
 
     def relocate(self, locate: Locate) -> int:
         """Place every cache again (a new GeoIP database appeared); return how many moved."""
