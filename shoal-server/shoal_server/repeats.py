@@ -7,9 +7,10 @@ a fifth of decoding the JSON and comparing its fields, and gives the same answer
 - The body has no backslash, so no string holds an escaped quote or an escaped name: ``"load"``
   and ``"timestamp"`` appear literally wherever they are, and each appears exactly once; followed
   by ``:`` each is a member name, and the JSON number after it is that member's value.
-- A template is remembered only from a body that decoded to an object without objects or arrays
-  in it (so both names are top-level), whose two numbers are what the decoder made of them, and
-  whose validated heartbeat carries a RawShape that its own fields match.
+- A template is remembered only from a body with one ``{`` and no ``[`` (an object without
+  objects or arrays in it, so both names are top-level), whose two numbers are what the decoder
+  made of them, and whose validated heartbeat carries a RawShape that its own fields match (a
+  cache's first heartbeat does: its second is already not decoded).
 - Two bodies of one template differ only in two complete number tokens, so they decode to the
   same members but those two; validating the second against the heartbeat the first produced
   takes the RawShape path of ``heartbeat.validate``, which reads nothing but those two numbers.
@@ -93,7 +94,8 @@ class Repeats:
 
 def _trustworthy(body: bytes, parts: Cut, data: Mapping[str, Any], hb: Heartbeat, limits: Limits) -> bool:
     """True when repeats of this body may skip decoding: see the module docstring."""
-    if hb.shape is None or not exact(body) or any(isinstance(value, (dict, list)) for value in data.values()):
+    # One brace and no bracket: no object or array inside (a string holding either only costs the fast path).
+    if hb.shape is None or not exact(body) or body.count(b"{") != 1 or b"[" in body:
         return False
     for key, value in zip(("load", "timestamp"), numbers(parts)):
         decoded = data.get(key)

@@ -167,6 +167,7 @@ DECOYS = [
     ('"load"', "11"),                                  # load twice
     ('"timestamp"', repr(NOW - 2)),                    # timestamp twice
     ('"list"', "[1, 2]"),
+    ('"motd"', '"{load} [timestamp]"'),                # braces and brackets inside a string
     ('"caf\\u00e9"', '"\\u00e9"'),                     # an escape anywhere
     ('"loads"', "3"), ('"my_timestamp"', "4"),         # longer names that contain the pattern
 ]
@@ -224,17 +225,17 @@ def test_a_known_cache_s_repeats_are_not_decoded(monkeypatch):
     monkeypatch.setattr(consumer, "decode", lambda body: decoded.append(body) or real_decode(body))
     for k in range(5):
         assert sink.handle(agent_body(100.0 + k, NOW - k)) is not None
-    assert len(decoded) == 2          # the first (no shape yet) and the second (the template's witness)
+    assert len(decoded) == 1          # the first vouches for its template: a cache's second is not decoded
     assert sink._table.get(AGENT["uuid"]).hb.load == 104.0
     # A changed field is a new template: decoded and validated in full, and refused when wrong.
     assert sink.handle(agent_body(1.0, NOW, squid_port=0)) is None
     assert sink._status.counters()["dropped"] == {"bad_port": 1}
-    assert len(decoded) == 3
+    assert len(decoded) == 2
     # A repeat that is stale or negative is refused as the full path refuses it.
     assert sink.handle(agent_body(1.0, NOW - 1000)) is None
     assert sink.handle(agent_body(-1, NOW)) is None
     assert sink._status.counters()["dropped"] == {"bad_port": 1, "stale": 1, "bad_load": 1}
-    assert len(decoded) == 3
+    assert len(decoded) == 2
 
 
 def test_templates_of_caches_that_left_are_forgotten():
